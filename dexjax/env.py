@@ -1,0 +1,543 @@
+"""Block reorientation with the Shadow hand as pure, batched MJX functions.
+
+The task of "Learning Dexterous In-Hand Manipulation" (OpenAI, 2018): turn the object in
+the hand until it is within 0.4 rad of a goal orientation; on success a new goal is drawn
+at once. Everything here is a pure function of explicit arguments: `reset(key)` and
+`step(state, action)` act on ONE environment; `jax.vmap` them for a batch.
+
+Conventions: quaternions (w, x, y, z); positions in metres in world axes with the origin at
+the object's start position above the palm; one control step = `substeps` physics steps.
+
+The interface is Brax's (`reset`, `step`, `observation_size`, `action_size`, a State with
+`obs`, `reward`, `done`, `metrics`, `info`), so Brax's trainers can drive it too.
+"""
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from flax import struct
+from mujoco import mjx
+
+from dexjax import constants as c
+from dexjax import quaternion as quat
+from dexjax import scene as scene_lib
+
+GOAL_DISTRIBUTIONS = ("uniform", "flat", "yaw")
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    """The task. Defaults follow the paper (see docs in README)."""
+
+    scene: scene_lib.SceneConfig = scene_lib.SceneConfig()
+    substeps: int = 10
+    """Physics steps per control step: 10 x 8 ms = 80 ms, as in the paper."""
+    action_bins: int = 11
+    """Actions are snapped to this many evenly spaced values in [-1, 1] per actuator (the
+    paper's discretization); 0 keeps them continuous."""
+    action_ema: float = 0.3
+    """Weight of the new action in the exponential moving average of actions."""
+    relative_to: str = "current"
+    """Actions move joint targets relative to the "current" joint angles (the paper's
+    rule; with no action the hand sags under gravity, and the policy must hold it up) or
+    relative to the previous "target" (an integrating controller that does not sag)."""
+    locked_wrist: bool = False
+    """Hold the two wrist joints at zero and act with the 18 finger actuators."""
+    goal_distribution: str = "uniform"
+    """"uniform" over SO(3), "flat" (a face up, random yaw), or "yaw" (about vertical)."""
+    success_threshold: float = 0.4
+    """Rotation angle (rad) to the goal that counts as reaching it."""
+    success_bonus: float = 5.0
+    drop_penalty: float = -20.0
+    drop_height: float = 0.10
+    """The object counts as dropped when its centre is below this height (m); it rests on
+    the palm at about 0.167 m."""
+    max_successes: int = 50
+    steps_without_success: int = 100
+    """Episode timeout: control steps allowed for reaching the current goal (8 s)."""
+    settle_steps: int = 100
+    """Control steps of random actions after placing the object, in `reset`."""
+    settle_action_scale: float = 0.05
+    """Magnitude of the random (target-relative) actions used while settling."""
+    settle_attempts: int = 4
+    """Placements tried in `reset` until the object stays in the hand (the paper discards
+    starts whose object drops while settling)."""
+    last_action_in_obs: bool = False
+    """Append the last (smoothed) action to both observations."""
+
+    def __post_init__(self):
+        if self.goal_distribution not in GOAL_DISTRIBUTIONS:
+            raise ValueError(
+                f"unknown goal_distribution {self.goal_distribution!r}; "
+                f"choose one of {GOAL_DISTRIBUTIONS}"
+            )
+        if self.action_bins == 1 or self.action_bins < 0:
+            raise ValueError("action_bins must be 0 (continuous) or at least 2")
+        if not 0.0 < self.action_ema <= 1.0:
+            raise ValueError("action_ema must be in (0, 1]")
+        if self.substeps < 1 or self.settle_steps < 0 or self.settle_attempts < 1:
+            raise ValueError("need substeps >= 1, settle_steps >= 0, settle_attempts >= 1")
+        if self.relative_to not in ("current", "target"):
+            raise ValueError(f"relative_to must be 'current' or 'target', not {self.relative_to!r}")
+
+    @property
+    def control_dt(self) -> float:
+        return self.substeps * self.scene.timestep
+
+
+@struct.dataclass
+class TaskState:
+    """Everything the task tracks besides the physics."""
+
+    key: jax.Array
+    goal: jax.Array  # [4] goal orientation
+    goal_distance: jax.Array  # [] rotation angle between object and goal
+    smoothed_action: jax.Array  # [action_size] EMA of actions in [-1, 1]
+    successes: jax.Array  # [] int, goals reached in this episode
+    steps_since_success: jax.Array  # [] int
+    episode_steps: jax.Array  # [] int
+    init_qpos: jax.Array  # [nq] settled start configuration reused by automatic resets
+    init_ctrl: jax.Array  # [nu]
+
+
+@struct.dataclass
+class State:
+    """One environment. Field names follow Brax's State so Brax's trainers accept it."""
+
+    data: mjx.Data
+    task: TaskState
+    obs: dict[str, jax.Array]  # "state" (policy) and "privileged_state" (value)
+    reward: jax.Array
+    done: jax.Array
+    metrics: dict[str, jax.Array]
+    info: dict[str, Any]  # Brax bookkeeping only: "truncation" (1.0 on timeouts)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Indices:
+    """Index tables computed once from the MjModel."""
+
+    actuator_qpos: np.ndarray  # [nu] qpos address of each actuated joint
+    coupled_qpos: np.ndarray  # [nu] qpos address of the coupled joint, or -1
+    hand_qpos: np.ndarray  # [24]
+    hand_qvel: np.ndarray  # [24]
+    object_qpos: int  # start of the object's free joint (pos 3, quat 4)
+    object_qvel: int
+    object_body: int
+    fingertip_sites: np.ndarray  # [5]
+    ctrl_low: np.ndarray  # [nu]
+    ctrl_high: np.ndarray  # [nu]
+    active_actuators: np.ndarray  # actuators driven by the policy
+    symmetries: np.ndarray  # [k, 4] rotations mapping the object onto itself
+    flat_bases: np.ndarray  # [f, 4] rotations that put one face up
+
+
+def _indices(model: mujoco.MjModel, config: EnvConfig) -> _Indices:
+    def joint(name):
+        return model.joint(c.PREFIX + name)
+
+    actuated = [joint(n) for n in c.ACTUATED_JOINTS]
+    coupled = [
+        joint(c.COUPLED_JOINTS[n]).qposadr[0] if n in c.COUPLED_JOINTS else -1
+        for n in c.ACTUATED_JOINTS
+    ]
+    hand = [joint(n) for n in c.HAND_JOINTS]
+    obj = model.joint(c.OBJECT_JOINT)
+    active = [
+        i
+        for i, n in enumerate(c.ACTUATED_JOINTS)
+        if not (config.locked_wrist and n in c.WRIST_JOINTS)
+    ]
+    symmetries, face_normals = _object_symmetries(config.scene.object)
+    return _Indices(
+        actuator_qpos=np.array([j.qposadr[0] for j in actuated]),
+        coupled_qpos=np.array(coupled),
+        hand_qpos=np.array([j.qposadr[0] for j in hand]),
+        hand_qvel=np.array([j.dofadr[0] for j in hand]),
+        object_qpos=int(obj.qposadr[0]),
+        object_qvel=int(obj.dofadr[0]),
+        object_body=model.body(c.OBJECT_BODY).id,
+        fingertip_sites=np.array([model.site(c.PREFIX + s).id for s in c.FINGERTIP_SITES]),
+        ctrl_low=model.actuator_ctrlrange[:, 0].copy(),
+        ctrl_high=model.actuator_ctrlrange[:, 1].copy(),
+        active_actuators=np.array(active),
+        symmetries=symmetries,
+        flat_bases=np.stack([_rotation_to_up(n) for n in face_normals]),
+    )
+
+
+def _rotation_to_up(normal: np.ndarray) -> np.ndarray:
+    """Quaternion rotating the unit vector `normal` onto +z."""
+    up = np.array([0.0, 0.0, 1.0])
+    axis = np.cross(normal, up)
+    s, cos = np.linalg.norm(axis), float(np.dot(normal, up))
+    if s < 1e-9:  # already up, or straight down
+        return np.array([1.0, 0, 0, 0]) if cos > 0 else np.array([0.0, 1, 0, 0])
+    angle = np.arctan2(s, cos)
+    return np.concatenate([[np.cos(angle / 2)], np.sin(angle / 2) * axis / s])
+
+
+def _object_symmetries(obj: str) -> tuple[np.ndarray, np.ndarray]:
+    """(rotations mapping the object onto itself, outward face normals)."""
+    if obj == "block":
+        normals = np.concatenate([np.eye(3), -np.eye(3)])
+        rotations = []
+        # The 24 proper rotations of the cube: any face to +z, then 4 turns about z.
+        for n in normals:
+            base = _rotation_to_up(n)
+            for k in range(4):
+                turn = np.array([np.cos(k * np.pi / 4), 0, 0, np.sin(k * np.pi / 4)])
+                rotations.append(np.asarray(quat.multiply(turn, base)))
+        return np.stack(rotations), normals
+    # Octagonal prism (axis z, side faces at multiples of 45 degrees): 8 turns x 2 flips.
+    side = [np.array([np.cos(k * np.pi / 4), np.sin(k * np.pi / 4), 0.0]) for k in range(8)]
+    normals = np.stack([np.array([0.0, 0, 1]), np.array([0.0, 0, -1]), *side])
+    rotations = []
+    for flip in (np.array([1.0, 0, 0, 0]), np.array([0.0, 1, 0, 0])):
+        for k in range(8):
+            turn = np.array([np.cos(k * np.pi / 8), 0, 0, np.sin(k * np.pi / 8)])
+            rotations.append(np.asarray(quat.multiply(turn, flip)))
+    return np.stack(rotations), normals
+
+
+class HandEnv:
+    """The block-reorientation task on one MJX model (Brax environment interface)."""
+
+    def __init__(self, config: EnvConfig = EnvConfig()):
+        self.config = config
+        self.mj_model = scene_lib.build_model(config.scene)
+        self.mjx_model = mjx.put_model(self.mj_model)
+        self.idx = _indices(self.mj_model, config)
+        self._origin = jnp.array(scene_lib.OBJECT_START_POS)
+
+    # ---- Brax interface ---------------------------------------------------------------
+
+    @property
+    def action_size(self) -> int:
+        return len(self.idx.active_actuators)
+
+    @property
+    def observation_size(self) -> dict[str, tuple[int, ...]]:
+        extra = self.action_size if self.config.last_action_in_obs else 0
+        return {"state": (22 + extra,), "privileged_state": (84 + extra,)}
+
+    @property
+    def backend(self) -> str:
+        return "mjx"
+
+    def reset(self, key: jax.Array) -> State:
+        """A new episode: the object on the palm in a random orientation, then settling.
+
+        Args:
+          key: a single typed or raw PRNG key (not a batch: vmap for batches).
+        """
+        _check_single_key(key)
+        key, key_place, key_goal = jax.random.split(key, 3)
+        data = self._place_and_settle(key_place)
+
+        task = TaskState(
+            key=key,
+            goal=jnp.zeros(4),
+            goal_distance=jnp.zeros(()),
+            smoothed_action=jnp.zeros(self.action_size),
+            successes=jnp.zeros((), jnp.int32),
+            steps_since_success=jnp.zeros((), jnp.int32),
+            episode_steps=jnp.zeros((), jnp.int32),
+            init_qpos=data.qpos,
+            init_ctrl=data.ctrl,
+        )
+        task = self._new_goal(task, data, key_goal)
+        zero = jnp.zeros(())
+        return State(
+            data=data,
+            task=task,
+            obs=self._observe(data, task),
+            reward=zero,
+            done=zero,
+            metrics=self._metrics(task, zero, zero, zero, zero, zero),
+            info={"truncation": zero},
+        )
+
+    def step(self, state: State, action: jax.Array) -> State:
+        """One 80 ms control step, resetting the environment when its episode ended.
+
+        Args:
+          state: one environment's state.
+          action: [action_size] relative joint targets in [-1, 1].
+        """
+        if action.shape != (self.action_size,):
+            raise ValueError(
+                f"action has shape {action.shape}; expected ({self.action_size},) for one "
+                "environment (vmap step for a batch)"
+            )
+        cfg = self.config
+        task = state.task
+        key, key_goal, key_reset = jax.random.split(task.key, 3)
+
+        action = self.discretize(jnp.clip(action, -1.0, 1.0))
+        smoothed = cfg.action_ema * action + (1.0 - cfg.action_ema) * task.smoothed_action
+        ctrl = self.joint_targets(state.data.qpos, smoothed, state.data.ctrl)
+        data = self._physics(state.data.replace(ctrl=ctrl))
+
+        obj_quat = self._object_quat(data)
+        distance = quat.angle_between(obj_quat, task.goal)
+        success = distance < cfg.success_threshold
+        dropped = self._object_pos(data)[2] < cfg.drop_height
+        progress = task.goal_distance - distance
+        reward = (progress + cfg.success_bonus * success + cfg.drop_penalty * dropped).astype(
+            jnp.float32
+        )
+
+        successes = task.successes + success
+        task = task.replace(
+            key=key,
+            goal_distance=distance,
+            smoothed_action=smoothed,
+            successes=successes,
+            steps_since_success=jnp.where(success, 0, task.steps_since_success + 1),
+            episode_steps=task.episode_steps + 1,
+        )
+        task = _select(success, self._new_goal(task, data, key_goal), task)
+
+        truncated = (successes >= cfg.max_successes) | (
+            task.steps_since_success >= cfg.steps_without_success
+        )
+        truncated = truncated & ~dropped
+        done = dropped | truncated
+        metrics = self._metrics(task, progress, success, dropped, done, reward)
+
+        reset_data, reset_task = self._begin_episode(data, task, key_reset)
+        data = _select(done, reset_data, data)
+        task = _select(done, reset_task, task)
+        return State(
+            data=data,
+            task=task,
+            obs=self._observe(data, task),
+            reward=reward,
+            done=done.astype(jnp.float32),
+            metrics=metrics,
+            info={**state.info, "truncation": truncated.astype(jnp.float32)},
+        )
+
+    # ---- actions ----------------------------------------------------------------------
+
+    def discretize(self, action: jax.Array) -> jax.Array:
+        """Snap actions to the `action_bins` grid on [-1, 1] (identity if continuous)."""
+        bins = self.config.action_bins
+        if not bins:
+            return action
+        index = jnp.round((action + 1.0) * 0.5 * (bins - 1))
+        return index / (bins - 1) * 2.0 - 1.0
+
+    def joint_targets(
+        self, qpos: jax.Array, action: jax.Array, ctrl: jax.Array, relative_to: str | None = None
+    ) -> jax.Array:
+        """Position targets for all 20 actuators from relative actions.
+
+        Each active actuator's new target is a centre plus `action` times half its control
+        range, clipped to the range. The centre is the joint's current angle (for the four
+        coupled actuators, the sum of the pair's angles) when `relative_to` is "current",
+        or the previous target `ctrl` when it is "target". Inactive (locked wrist)
+        actuators keep their target from `ctrl`.
+        """
+        idx = self.idx
+        if (relative_to or self.config.relative_to) == "current":
+            current = qpos[idx.actuator_qpos]
+            coupled = jnp.where(idx.coupled_qpos >= 0, qpos[np.maximum(idx.coupled_qpos, 0)], 0.0)
+            center = (current + coupled)[idx.active_actuators]
+        else:
+            center = ctrl[idx.active_actuators]
+        half_range = 0.5 * (idx.ctrl_high - idx.ctrl_low)[idx.active_actuators]
+        target = center + action * half_range
+        ctrl = ctrl.at[idx.active_actuators].set(target)
+        return jnp.clip(ctrl, idx.ctrl_low, idx.ctrl_high)
+
+    # ---- physics ----------------------------------------------------------------------
+
+    def _physics(self, data: mjx.Data) -> mjx.Data:
+        def substep(d, _):
+            return mjx.step(self.mjx_model, d), None
+
+        data, _ = jax.lax.scan(substep, data, None, length=self.config.substeps)
+        return data
+
+    def _place_and_settle(self, key: jax.Array) -> mjx.Data:
+        """The object above the palm in a random orientation, settled by random actions.
+
+        Placements whose object drops while settling are tried again with a new key, up
+        to `settle_attempts` times (the last attempt is kept whatever happens).
+        """
+        m = self.mj_model
+        o = self.idx.object_qpos
+
+        def attempt(key):
+            key_quat, key_settle = jax.random.split(key)
+            qpos = jnp.array(m.qpos0)
+            qpos = qpos.at[o : o + 3].set(self._origin)
+            qpos = qpos.at[o + 3 : o + 7].set(quat.random_uniform(key_quat))
+            data = mjx.make_data(self.mjx_model).replace(qpos=qpos)
+            return self._settle(mjx.forward(self.mjx_model, data), key_settle)
+
+        def dropped(data):
+            return self._object_pos(data)[2] < self.config.drop_height
+
+        def retry(carry):
+            key, n, _ = carry
+            key, key_attempt = jax.random.split(key)
+            return key, n + 1, attempt(key_attempt)
+
+        def again(carry):
+            _, n, data = carry
+            return dropped(data) & (n < self.config.settle_attempts)
+
+        # Start from a placeholder that counts as dropped, so `attempt` is traced once.
+        fallen = mjx.make_data(self.mjx_model)
+        fallen = fallen.replace(qpos=fallen.qpos.at[o + 2].set(-1.0))
+        _, _, data = jax.lax.while_loop(again, retry, (key, 0, fallen))
+        return data
+
+    def _settle(self, data: mjx.Data, key: jax.Array) -> mjx.Data:
+        """Random target-relative actions for `settle_steps` control steps."""
+        scale = self.config.settle_action_scale
+
+        def control_step(d, key_step):
+            a = scale * jax.random.uniform(key_step, (self.action_size,), minval=-1, maxval=1)
+            d = d.replace(ctrl=self.joint_targets(d.qpos, a, d.ctrl, relative_to="target"))
+            return self._physics(d), None
+
+        keys = jax.random.split(key, self.config.settle_steps)
+        data, _ = jax.lax.scan(control_step, data, keys)
+        return data
+
+    def _begin_episode(
+        self, data: mjx.Data, task: TaskState, key: jax.Array
+    ) -> tuple[mjx.Data, TaskState]:
+        """The start of a new episode, used by the automatic reset inside `step`.
+
+        It reuses the settled configuration from `reset` (as Brax and Playground do), with
+        the object turned by a random symmetry of its own (the same physical contact
+        state in a new orientation) and a fresh goal. Per-episode physics parameters are
+        resampled here as well (domain randomization, see dexjax.randomization).
+        """
+        key_sym, key_goal = jax.random.split(key)
+        o = self.idx.object_qpos
+        sym = jnp.asarray(self.idx.symmetries)[
+            jax.random.randint(key_sym, (), 0, len(self.idx.symmetries))
+        ]
+        qpos = task.init_qpos
+        qpos = qpos.at[o + 3 : o + 7].set(quat.multiply(qpos[o + 3 : o + 7], sym))
+        new = data.replace(
+            qpos=qpos,
+            qvel=jnp.zeros_like(data.qvel),
+            qacc_warmstart=jnp.zeros_like(data.qacc_warmstart),
+            ctrl=task.init_ctrl,
+        )
+        new = mjx.kinematics(self.mjx_model, new)
+        fresh = task.replace(
+            smoothed_action=jnp.zeros_like(task.smoothed_action),
+            successes=jnp.zeros_like(task.successes),
+            steps_since_success=jnp.zeros_like(task.steps_since_success),
+            episode_steps=jnp.zeros_like(task.episode_steps),
+        )
+        return new, self._new_goal(fresh, new, key_goal)
+
+    # ---- goals, observations, metrics --------------------------------------------------
+
+    def sample_goal(self, key: jax.Array) -> jax.Array:
+        """A goal orientation from the configured distribution."""
+        dist = self.config.goal_distribution
+        if dist == "uniform":
+            return quat.random_uniform(key)
+        key_yaw, key_face = jax.random.split(key)
+        yaw = quat.random_yaw(key_yaw)
+        if dist == "yaw":
+            return yaw
+        bases = jnp.asarray(self.idx.flat_bases)
+        base = bases[jax.random.randint(key_face, (), 0, len(bases))]
+        return quat.multiply(yaw, base)
+
+    def _new_goal(self, task: TaskState, data: mjx.Data, key: jax.Array) -> TaskState:
+        goal = self.sample_goal(key)
+        return task.replace(
+            goal=goal, goal_distance=quat.angle_between(self._object_quat(data), goal)
+        )
+
+    def _object_pos(self, data: mjx.Data) -> jax.Array:
+        return data.qpos[self.idx.object_qpos : self.idx.object_qpos + 3]
+
+    def _object_quat(self, data: mjx.Data) -> jax.Array:
+        o = self.idx.object_qpos
+        return quat.normalize(data.qpos[o + 3 : o + 7])
+
+    def _observe(self, data: mjx.Data, task: TaskState) -> dict[str, jax.Array]:
+        idx = self.idx
+        fingertips = (data.site_xpos[idx.fingertip_sites] - self._origin).ravel()
+        obj_pos = self._object_pos(data) - self._origin
+        obj_quat = self._object_quat(data)
+        rel = quat.positive_w(quat.relative(obj_quat, task.goal))
+        v = idx.object_qvel
+        extra = [task.smoothed_action] if self.config.last_action_in_obs else []
+        policy = jnp.concatenate([fingertips, obj_pos, rel, *extra])
+        privileged = jnp.concatenate(
+            [
+                fingertips,
+                obj_pos,
+                obj_quat,
+                task.goal,
+                rel,
+                data.qpos[idx.hand_qpos],
+                data.qvel[idx.hand_qvel],
+                data.qvel[v : v + 3],
+                data.qvel[v + 3 : v + 6],
+                *extra,
+            ]
+        )
+        return {"state": policy, "privileged_state": privileged}
+
+    def _metrics(self, task, progress, success, dropped, done, reward) -> dict[str, jax.Array]:
+        cfg = self.config
+        f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
+        return {
+            "reward/progress": f32(progress),
+            "reward/success": f32(success) * cfg.success_bonus,
+            "reward/drop": f32(dropped) * cfg.drop_penalty,
+            "env/goal_distance": f32(task.goal_distance),
+            "env/successes": f32(task.successes),
+            "env/dropped": f32(dropped),
+            "env/episode_done": f32(done),
+            "env/episode_steps": f32(task.episode_steps),
+            "env/reward": f32(reward),
+        }
+
+
+def _select(pred: jax.Array, on_true, on_false):
+    """Per-environment choice between two pytrees of the same structure."""
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def _check_single_key(key: jax.Array) -> None:
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if (typed and key.ndim != 0) or (not typed and key.shape != (2,)):
+        raise ValueError(
+            f"reset takes one key, got shape {key.shape}; use jax.vmap(env.reset) for a batch"
+        )
+
+
+def make_env(object: str = "block", **overrides) -> HandEnv:
+    """The block-reorientation environment.
+
+    Args:
+      object: "block" or "octagon".
+      **overrides: EnvConfig fields, e.g. `locked_wrist=True`, `goal_distribution="yaw"`.
+    """
+    scene_config = scene_lib.SceneConfig(object=object)
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(EnvConfig)}
+    if unknown:
+        valid = sorted(f.name for f in dataclasses.fields(EnvConfig))
+        raise ValueError(f"unknown EnvConfig fields {sorted(unknown)}; valid: {valid}")
+    return HandEnv(EnvConfig(scene=scene_config, **overrides))

@@ -1,0 +1,69 @@
+"""Process-level JAX set-up for dexjax's entry points (CLI, benchmarks, tests).
+
+Library modules never call these: only a program's entry point decides how its process
+runs. Call `configure_jax()` before the first JAX computation.
+"""
+
+import faulthandler
+import os
+import pathlib
+import sys
+
+# With jax 0.10.2 on CPU, a jitted vmap of MJX steps over many contact pairs can hang on
+# its second call (all threads idle in a futex wait) under XLA's concurrency-optimized
+# CPU scheduler. Turning that scheduler off avoids the hang; tests/test_runtime.py keeps
+# a regression check.
+CPU_XLA_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
+
+DEFAULT_CACHE_DIR = pathlib.Path.home() / ".cache" / "dexjax" / "jax-compilation-cache"
+
+
+def cpu_xla_flags(existing: str = "") -> str:
+    """`existing` XLA_FLAGS with dexjax's CPU flags added (user-set values win)."""
+    flags = existing.split()
+    for flag in CPU_XLA_FLAGS:
+        name = flag.split("=")[0]
+        if not any(f.split("=")[0] == name for f in flags):
+            flags.append(flag)
+    return " ".join(flags)
+
+
+def configure_jax(cache_dir: str | os.PathLike | None = None) -> None:
+    """Set XLA's CPU flags and turn on the persistent compilation cache.
+
+    Must run before JAX initializes its backends (XLA reads XLA_FLAGS once).
+    """
+    if "jax" in sys.modules:
+        import jax
+
+        if jax._src.xla_bridge.backends_are_initialized():  # noqa: SLF001
+            raise RuntimeError("configure_jax() must be called before JAX is first used")
+    os.environ["XLA_FLAGS"] = cpu_xla_flags(os.environ.get("XLA_FLAGS", ""))
+
+    import jax
+
+    path = pathlib.Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+class Watchdog:
+    """Ends the process loudly (with every thread's traceback) if progress stops.
+
+    Call `beat()` whenever work advances; if `timeout_s` passes without a beat the
+    tracebacks go to stderr and the process exits, instead of hanging forever.
+    """
+
+    def __init__(self, timeout_s: float):
+        self.timeout_s = timeout_s
+
+    def beat(self) -> None:
+        faulthandler.dump_traceback_later(self.timeout_s, exit=True)
+
+    def __enter__(self) -> "Watchdog":
+        self.beat()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        faulthandler.cancel_dump_traceback_later()

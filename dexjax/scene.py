@@ -1,0 +1,180 @@
+"""The scene, built in code: the OpenAI Shadow hand from gymnasium-robotics plus our object.
+
+The hand's MJCF ships inside the installed `gymnasium-robotics` package; it is loaded from
+there with `mujoco.MjSpec` and edited here, never copied. What we change and why:
+- the shipped object and target bodies are replaced by ours: a free block (or an octagonal
+  prism) and a mocap goal marker that is visual only (no degrees of freedom, no contacts);
+- collisions are explicit contact pairs only (object vs every hand collision geom, object vs
+  floor). MJX's cost grows with the number of *possible* contacts, so the shipped finger vs
+  thumb pairs and all contype/conaffinity collisions are switched off; the forearm mesh is
+  removed from collisions (MJX's JAX implementation cannot give meshes margins);
+- solver settings for speed (pyramidal cones, few iterations, 8 ms steps), whose stability
+  is proven by tests;
+- three fixed cameras around the hand for the vision branch.
+"""
+
+import dataclasses
+import importlib.util
+import pathlib
+
+import mujoco
+import numpy as np
+
+from dexjax import constants as c
+
+OBJECTS = ("block", "octagon")
+
+# Where the object is placed above the palm at reset (world frame, metres).
+OBJECT_START_POS = (1.0, 0.87, 0.2)
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneConfig:
+    """How the simulated scene is built."""
+
+    object: str = "block"
+    """Object to manipulate: "block" (5 cm cube) or "octagon" (octagonal prism)."""
+    object_half_size: float = 0.025
+    """Half edge of the block; circumradius / half height of the octagonal prism (m)."""
+    object_density: float = 567.0
+    """kg/m^3 (the shipped block's value; a 5 cm block then weighs 71 g)."""
+    timestep: float = 0.008
+    """Physics substep (s). Ten substeps make one 80 ms control step."""
+    solver_iterations: int = 4
+    ls_iterations: int = 8
+    pyramidal_cone: bool = True
+    """Pyramidal friction cones: 2-3x faster than elliptic in MJX on CPU."""
+    hand_self_collisions: bool = False
+    """Keep the shipped finger vs thumb contact pairs (slower; off by default)."""
+    cameras: bool = True
+    """Add the three vision cameras."""
+
+    def __post_init__(self):
+        if self.object not in OBJECTS:
+            raise ValueError(f"unknown object {self.object!r}; choose one of {OBJECTS}")
+        if self.timestep <= 0 or self.object_half_size <= 0:
+            raise ValueError("timestep and object_half_size must be positive")
+
+
+def shipped_hand_xml() -> pathlib.Path:
+    """Path of the Shadow-hand block scene inside the installed gymnasium-robotics."""
+    spec = importlib.util.find_spec("gymnasium_robotics")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "dexjax loads the Shadow hand model from the `gymnasium-robotics` package; "
+            "install it with `pip install gymnasium-robotics==1.4.2`"
+        )
+    root = pathlib.Path(list(spec.submodule_search_locations)[0])
+    path = root / "envs" / "assets" / "hand" / "manipulate_block.xml"
+    if not path.exists():
+        raise FileNotFoundError(f"Shadow hand model not found at {path}")
+    return path
+
+
+def _octagon_vertices(radius: float, half_height: float) -> np.ndarray:
+    angles = np.pi / 8 + np.arange(8) * np.pi / 4
+    ring = np.stack([radius * np.cos(angles), radius * np.sin(angles)], axis=1)
+    top = np.concatenate([ring, np.full((8, 1), half_height)], axis=1)
+    bottom = np.concatenate([ring, np.full((8, 1), -half_height)], axis=1)
+    return np.concatenate([top, bottom]).astype(np.float64)
+
+
+def _look_at_quat(pos: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Quaternion of a camera at `pos` looking at `target` with world +z as up."""
+    forward = target - pos
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, np.array([0.0, 0.0, 1.0]))
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    # A MuJoCo camera looks along its -z axis with +y up.
+    mat = np.stack([right, up, -forward], axis=1)
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, mat.flatten())
+    return quat
+
+
+def _add_object(spec: mujoco.MjSpec, config: SceneConfig) -> None:
+    body = spec.worldbody.add_body(name=c.OBJECT_BODY, pos=OBJECT_START_POS)
+    body.add_freejoint(name=c.OBJECT_JOINT)
+    h = config.object_half_size
+    common = dict(
+        name=c.OBJECT_GEOM,
+        density=config.object_density,
+        condim=4,
+        friction=(1.0, 0.005, 0.001),
+        contype=0,
+        conaffinity=0,
+    )
+    if config.object == "block":
+        body.add_geom(
+            type=mujoco.mjtGeom.mjGEOM_BOX, size=(h, h, h), material="material:object", **common
+        )
+    else:
+        spec.add_mesh(name="octagon", uservert=_octagon_vertices(h, h).flatten().tolist())
+        body.add_geom(
+            type=mujoco.mjtGeom.mjGEOM_MESH, meshname="octagon", rgba=(0.9, 0.5, 0.1, 1), **common
+        )
+    body.add_site(name="object:center", size=(0.005, 0.005, 0.005), rgba=(1, 0, 0, 0))
+
+    # The goal marker: a translucent copy beside the hand, moved by the env (mocap).
+    goal = spec.worldbody.add_body(name=c.GOAL_BODY, pos=(1.0, 0.87, 0.28), mocap=True)
+    goal_geom = dict(contype=0, conaffinity=0, group=2, rgba=(1, 1, 1, 0.4))
+    if config.object == "block":
+        goal.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=(h, h, h), **goal_geom)
+    else:
+        goal.add_geom(type=mujoco.mjtGeom.mjGEOM_MESH, meshname="octagon", **goal_geom)
+
+
+def _add_cameras(spec: mujoco.MjSpec) -> None:
+    target = np.array([1.0, 0.90, 0.17])
+    positions = {
+        "cam_left": np.array([0.70, 0.70, 0.40]),
+        "cam_right": np.array([1.30, 0.70, 0.40]),
+        "cam_top": np.array([1.0, 1.05, 0.55]),
+    }
+    for name in c.CAMERAS:
+        pos = positions[name]
+        spec.worldbody.add_camera(name=name, pos=pos, quat=_look_at_quat(pos, target), fovy=45)
+
+
+def build_spec(config: SceneConfig = SceneConfig()) -> mujoco.MjSpec:
+    """The scene as an editable MjSpec (compile it with `build_model`)."""
+    spec = mujoco.MjSpec.from_file(str(shipped_hand_xml()))
+    spec.modelname = f"dexjax_shadow_{config.object}"
+
+    for name in ("object", "target"):
+        spec.delete(spec.body(name))
+    spec.delete(spec.body("floor0"))
+    floor = spec.geom("floor0")
+    floor.name = c.FLOOR_GEOM
+    spec.delete(spec.geom(c.PREFIX + "C_forearm"))
+
+    for geom in spec.geoms:
+        geom.contype = 0
+        geom.conaffinity = 0
+    if not config.hand_self_collisions:
+        for pair in list(spec.pairs):
+            spec.delete(pair)
+
+    _add_object(spec, config)
+    for name in c.HAND_COLLISION_GEOMS:
+        spec.add_pair(geomname1=c.PREFIX + name, geomname2=c.OBJECT_GEOM, condim=4)
+    spec.add_pair(geomname1=c.FLOOR_GEOM, geomname2=c.OBJECT_GEOM, condim=3)
+    if config.cameras:
+        _add_cameras(spec)
+
+    opt = spec.option
+    opt.timestep = config.timestep
+    opt.iterations = config.solver_iterations
+    opt.ls_iterations = config.ls_iterations
+    opt.integrator = mujoco.mjtIntegrator.mjINT_EULER
+    opt.cone = (
+        mujoco.mjtCone.mjCONE_PYRAMIDAL if config.pyramidal_cone else mujoco.mjtCone.mjCONE_ELLIPTIC
+    )
+    opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_WARMSTART
+    return spec
+
+
+def build_model(config: SceneConfig = SceneConfig()) -> mujoco.MjModel:
+    """The compiled MjModel of the scene."""
+    return build_spec(config).compile()
