@@ -64,7 +64,7 @@ class EnvConfig:
     """Control steps of random actions after placing the object, in `reset`."""
     settle_action_scale: float = 0.05
     """Magnitude of the random (target-relative) actions used while settling."""
-    settle_attempts: int = 4
+    settle_attempts: int = 8
     """Placements tried in `reset` until the object stays in the hand (the paper discards
     starts whose object drops while settling)."""
     last_action_in_obs: bool = False
@@ -252,6 +252,7 @@ class HandEnv:
             init_ctrl=data.ctrl,
         )
         task = self._new_goal(task, data, key_goal)
+        data = _show_goal(data, task.goal)
         zero = jnp.zeros(())
         return State(
             data=data,
@@ -312,8 +313,8 @@ class HandEnv:
         metrics = self._metrics(task, progress, success, dropped, done, reward)
 
         reset_data, reset_task = self._begin_episode(data, task, key_reset)
-        data = _select(done, reset_data, data)
         task = _select(done, reset_task, task)
+        data = _show_goal(_select(done, reset_data, data), task.goal)
         return State(
             data=data,
             task=task,
@@ -421,8 +422,8 @@ class HandEnv:
 
         It reuses the settled configuration from `reset` (as Brax and Playground do), with
         the object turned by a random symmetry of its own (the same physical contact
-        state in a new orientation) and a fresh goal. Per-episode physics parameters are
-        resampled here as well (domain randomization, see dexjax.randomization).
+        state in a new orientation) and a fresh goal. This is the place where every
+        per-episode quantity is drawn anew.
         """
         key_sym, key_goal = jax.random.split(key)
         o = self.idx.object_qpos
@@ -513,6 +514,11 @@ class HandEnv:
             "env/episode_steps": f32(task.episode_steps),
             "env/reward": f32(reward),
         }
+
+
+def _show_goal(data: mjx.Data, goal: jax.Array) -> mjx.Data:
+    """Turn the (visual only) goal marker to the goal orientation, for rendering."""
+    return data.replace(mocap_quat=goal[None])
 
 
 def _select(pred: jax.Array, on_true, on_false):

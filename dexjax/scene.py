@@ -10,6 +10,10 @@ there with `mujoco.MjSpec` and edited here, never copied. What we change and why
   removed from collisions (MJX's JAX implementation cannot give meshes margins);
 - solver settings for speed (pyramidal cones, few iterations, 8 ms steps), whose stability
   is proven by tests;
+- the four coupled finger actuators (FFJ1, MFJ1, RFJ1, LFJ1) drive the *sum* of the coupled
+  pair J1 + J0 through a fixed tendon, as the real hand's coupled actuators do; the shipped
+  model drives J1 alone, which makes a target "relative to the sum of the pair" (the
+  paper's rule) push the finger closed on its own;
 - three fixed cameras around the hand for the vision branch.
 """
 
@@ -137,6 +141,20 @@ def _add_cameras(spec: mujoco.MjSpec) -> None:
         spec.worldbody.add_camera(name=name, pos=pos, quat=_look_at_quat(pos, target), fovy=45)
 
 
+def _couple_actuators(spec: mujoco.MjSpec) -> None:
+    """Coupled actuators act on J1 + J0 (a fixed tendon) with the summed range."""
+    for j1, j0 in c.COUPLED_JOINTS.items():
+        tendon = spec.add_tendon(name=f"{c.PREFIX}T_{j1}{j0[-2:]}_sum")
+        tendon.wrap_joint(c.PREFIX + j1, 1.0)
+        tendon.wrap_joint(c.PREFIX + j0, 1.0)
+        actuator = spec.actuator(f"{c.PREFIX}A_{j1}")
+        lo = spec.joint(c.PREFIX + j1).range[0] + spec.joint(c.PREFIX + j0).range[0]
+        hi = spec.joint(c.PREFIX + j1).range[1] + spec.joint(c.PREFIX + j0).range[1]
+        actuator.trntype = mujoco.mjtTrn.mjTRN_TENDON
+        actuator.target = tendon.name
+        actuator.ctrlrange = (lo, hi)
+
+
 def build_spec(config: SceneConfig = SceneConfig()) -> mujoco.MjSpec:
     """The scene as an editable MjSpec (compile it with `build_model`)."""
     spec = mujoco.MjSpec.from_file(str(shipped_hand_xml()))
@@ -156,6 +174,7 @@ def build_spec(config: SceneConfig = SceneConfig()) -> mujoco.MjSpec:
         for pair in list(spec.pairs):
             spec.delete(pair)
 
+    _couple_actuators(spec)
     _add_object(spec, config)
     for name in c.HAND_COLLISION_GEOMS:
         spec.add_pair(geomname1=c.PREFIX + name, geomname2=c.OBJECT_GEOM, condim=4)
