@@ -4,6 +4,7 @@ Rows (one per system and batch size), each with `system`, `batch`, `physics_step
 `env_steps_per_s` and `compile_s`:
 - `dexjax/mjx`: our full environment step (physics, reward, goals, automatic resets), jitted
   and vmapped, 10 control steps per call with random actions drawn inside the call;
+- `dexjax/mjx + randomization`: the same with every randomization of the paper on;
 - `mujoco/native`: the same scene in MuJoCo's C engine through `mujoco.rollout`, one thread
   per core: the physical limit of this CPU for this model;
 - `playground/...`: MuJoCo Playground's LEAP-hand cube task, the nearest JAX peer (needs
@@ -20,6 +21,7 @@ import numpy as np
 from mujoco import rollout
 
 from dexjax import env as env_lib
+from dexjax import randomization as dr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +46,9 @@ def _timed_calls(fn, arg, calls: int) -> tuple[float, float, object]:
     return first, (time.perf_counter() - start) / calls, out
 
 
-def bench_dexjax(env: env_lib.HandEnv, batch: int, cfg: BenchConfig) -> dict:
+def bench_dexjax(
+    env: env_lib.HandEnv, batch: int, cfg: BenchConfig, system: str = "dexjax/mjx"
+) -> dict:
     """Full env steps of our environment, random actions, `batch` environments."""
     step = jax.vmap(env.step)
 
@@ -61,10 +65,13 @@ def bench_dexjax(env: env_lib.HandEnv, batch: int, cfg: BenchConfig) -> dict:
 
     keys = jax.random.split(jax.random.key(0), batch)
     state = jax.block_until_ready(jax.jit(jax.vmap(env.reset))(keys))
-    first, per_call, _ = _timed_calls(jax.jit(run), (state, jax.random.key(1)), cfg.calls)
+    run = jax.jit(run)
+    first, per_call, _ = _timed_calls(run, (state, jax.random.key(1)), cfg.calls)
+    if run._cache_size() != 1:  # a second compilation would have been timed as steps
+        raise RuntimeError(f"the benchmarked step compiled {run._cache_size()} times")
     env_steps = batch * cfg.steps_per_call / per_call
     return {
-        "system": "dexjax/mjx",
+        "system": system,
         "batch": batch,
         "env_steps_per_s": env_steps,
         "physics_steps_per_s": env_steps * env.config.substeps,
@@ -105,14 +112,18 @@ def bench_native(env: env_lib.HandEnv, batch: int, cfg: BenchConfig) -> dict:
     }
 
 
-def run(cfg: BenchConfig, env: env_lib.HandEnv | None = None, progress=print) -> list[dict]:
+def run(cfg: BenchConfig, progress=print) -> list[dict]:
     """All rows. `progress` receives a line per finished row."""
-    env = env or env_lib.HandEnv(env_lib.EnvConfig(settle_steps=10))
+    randomized = env_lib.make_env(settle_steps=10)
+    plain = env_lib.make_env(settle_steps=10, randomization=dr.preset("none"))
     rows = []
     for batch in cfg.batches:
-        for fn in (bench_native, bench_dexjax):
-            rows.append(fn(env, batch, cfg))
-            progress(format_row(rows[-1]))
+        rows.append(bench_native(plain, batch, cfg))
+        progress(format_row(rows[-1]))
+        rows.append(bench_dexjax(plain, batch, cfg, "dexjax/mjx"))
+        progress(format_row(rows[-1]))
+        rows.append(bench_dexjax(randomized, batch, cfg, "dexjax/mjx + randomization"))
+        progress(format_row(rows[-1]))
     if cfg.peers:
         rows.extend(_peer_rows(cfg, progress))
     return rows
@@ -126,7 +137,7 @@ def _peer_rows(cfg: BenchConfig, progress) -> list[dict]:
         return []
     rows = []
     for batch in cfg.batches:
-        row = peers.playground_env_bench(batch=batch, steps=cfg.calls)
+        row = peers.playground_env_bench(peers.REORIENT_ENV, batch=batch, steps=cfg.calls)
         rows.append(row)
         progress(format_row(row))
     return rows

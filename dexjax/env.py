@@ -23,8 +23,10 @@ import numpy as np
 from flax import struct
 from mujoco import mjx
 
+from dexjax import adr as adr_lib
 from dexjax import constants as c
 from dexjax import quaternion as quat
+from dexjax import randomization as dr
 from dexjax import scene as scene_lib
 
 GOAL_DISTRIBUTIONS = ("uniform", "flat", "yaw")
@@ -69,6 +71,10 @@ class EnvConfig:
     starts whose object drops while settling)."""
     last_action_in_obs: bool = False
     """Append the last (smoothed) action to both observations."""
+    randomization: dr.RandomizationConfig = dr.RandomizationConfig()
+    """Domain randomization (paper Appendix C), all families on by default."""
+    adr: adr_lib.ADRConfig = adr_lib.ADRConfig()
+    """Automatic domain randomization (off by default)."""
 
     def __post_init__(self):
         if self.goal_distribution not in GOAL_DISTRIBUTIONS:
@@ -111,6 +117,7 @@ class State:
 
     data: mjx.Data
     task: TaskState
+    domain: dr.DomainState
     obs: dict[str, jax.Array]  # "state" (policy) and "privileged_state" (value)
     reward: jax.Array
     done: jax.Array
@@ -171,6 +178,24 @@ def _indices(model: mujoco.MjModel, config: EnvConfig) -> _Indices:
     )
 
 
+def _model_info(model: mujoco.MjModel, idx: _Indices, config_object: str) -> dr.ModelInfo:
+    hand_joints = np.array([model.joint(c.PREFIX + n).id for n in c.HAND_JOINTS])
+    return dr.ModelInfo(
+        nbody=model.nbody,
+        npair=model.npair,
+        nv=model.nv,
+        nu=model.nu,
+        njnt=model.njnt,
+        na=len(idx.active_actuators),
+        hand_dofs=idx.hand_qvel,
+        hand_joints=hand_joints,
+        object_body=idx.object_body,
+        object_geom=model.geom(c.OBJECT_GEOM).id,
+        object_mass=float(model.body_mass[idx.object_body]),
+        object_scalable=config_object == "block",
+    )
+
+
 def _rotation_to_up(normal: np.ndarray) -> np.ndarray:
     """Quaternion rotating the unit vector `normal` onto +z."""
     up = np.array([0.0, 0.0, 1.0])
@@ -213,6 +238,7 @@ class HandEnv:
         self.mj_model = scene_lib.build_model(config.scene)
         self.mjx_model = mjx.put_model(self.mj_model)
         self.idx = _indices(self.mj_model, config)
+        self.dr_info = _model_info(self.mj_model, self.idx, config.scene.object)
         self._origin = jnp.array(scene_lib.OBJECT_START_POS)
 
     # ---- Brax interface ---------------------------------------------------------------
@@ -237,8 +263,9 @@ class HandEnv:
           key: a single typed or raw PRNG key (not a batch: vmap for batches).
         """
         _check_single_key(key)
-        key, key_place, key_goal = jax.random.split(key, 3)
+        key, key_place, key_goal, key_dr, key_obs = jax.random.split(key, 5)
         data = self._place_and_settle(key_place)
+        domain = self._new_domain(key_dr, self.initial_ranges(), data)
 
         task = TaskState(
             key=key,
@@ -253,14 +280,17 @@ class HandEnv:
         )
         task = self._new_goal(task, data, key_goal)
         data = _show_goal(data, task.goal)
+        obs, effects = self._observe(key_obs, data, task, domain)
+        domain = domain.replace(effects=effects)
         zero = jnp.zeros(())
         return State(
             data=data,
             task=task,
-            obs=self._observe(data, task),
+            domain=domain,
+            obs=obs,
             reward=zero,
             done=zero,
-            metrics=self._metrics(task, zero, zero, zero, zero, zero),
+            metrics=self._metrics(task, domain, zero, zero, zero, zero, zero),
             info={"truncation": zero},
         )
 
@@ -277,13 +307,16 @@ class HandEnv:
                 "environment (vmap step for a batch)"
             )
         cfg = self.config
-        task = state.task
-        key, key_goal, key_reset = jax.random.split(task.key, 3)
+        task, domain = state.task, state.domain
+        key, key_goal, key_reset, key_act, key_force, key_dt, key_obs = jax.random.split(
+            task.key, 7
+        )
 
         action = self.discretize(jnp.clip(action, -1.0, 1.0))
         smoothed = cfg.action_ema * action + (1.0 - cfg.action_ema) * task.smoothed_action
-        ctrl = self.joint_targets(state.data.qpos, smoothed, state.data.ctrl)
-        data = self._physics(state.data.replace(ctrl=ctrl))
+        data, effects = self._actuate(state.data, smoothed, domain, key_act, key_force)
+        domain = domain.replace(effects=effects)
+        data = self._physics(data, domain.episode, key_dt)
 
         obj_quat = self._object_quat(data)
         distance = quat.angle_between(obj_quat, task.goal)
@@ -310,15 +343,18 @@ class HandEnv:
         )
         truncated = truncated & ~dropped
         done = dropped | truncated
-        metrics = self._metrics(task, progress, success, dropped, done, reward)
+        metrics = self._metrics(task, domain, progress, success, dropped, done, reward)
 
-        reset_data, reset_task = self._begin_episode(data, task, key_reset)
+        reset_data, reset_task, reset_domain = self._begin_episode(data, task, domain, key_reset)
         task = _select(done, reset_task, task)
+        domain = _select(done, reset_domain, domain)
         data = _show_goal(_select(done, reset_data, data), task.goal)
+        obs, effects = self._observe(key_obs, data, task, domain)
         return State(
             data=data,
             task=task,
-            obs=self._observe(data, task),
+            domain=domain.replace(effects=effects),
+            obs=obs,
             reward=reward,
             done=done.astype(jnp.float32),
             metrics=metrics,
@@ -360,12 +396,58 @@ class HandEnv:
 
     # ---- physics ----------------------------------------------------------------------
 
-    def _physics(self, data: mjx.Data) -> mjx.Data:
-        def substep(d, _):
-            return mjx.step(self.mjx_model, d), None
+    def _actuate(
+        self,
+        data: mjx.Data,
+        action: jax.Array,
+        domain: dr.DomainState,
+        key_act: jax.Array,
+        key_force: jax.Array,
+    ) -> tuple[mjx.Data, dr.Effects]:
+        """Joint targets and the object's random force for one control step.
 
-        data, _ = jax.lax.scan(substep, data, None, length=self.config.substeps)
-        return data
+        The action passes through the unmodeled effects (delay, noise), becomes joint
+        targets, then the backlash dead band; a no-op when those effects are off.
+        """
+        unmodeled = self.config.randomization.unmodeled
+        episode, effects = domain.episode, domain.effects
+        applied, effects = dr.perturb_action(key_act, action, episode, effects, unmodeled)
+        command = self.joint_targets(data.qpos, applied, effects.command)
+        ctrl, effects = dr.backlash(command, effects, episode)
+        mass = self._object_mass(episode)
+        effects = dr.update_force(key_force, effects, episode, mass, unmodeled)
+        xfrc = data.xfrc_applied.at[self.idx.object_body, :3].set(effects.force)
+        return data.replace(ctrl=ctrl, xfrc_applied=xfrc), effects
+
+    def _object_mass(self, episode: dr.Episode) -> jax.Array:
+        nominal = float(self.mj_model.body_mass[self.idx.object_body])
+        if not self.config.randomization.physics.enabled:
+            return jnp.asarray(nominal)
+        return nominal * episode.mass_scale[self.idx.object_body] * episode.object_scale**3
+
+    def _physics(
+        self, data: mjx.Data, episode: dr.Episode | None = None, key: jax.Array | None = None
+    ) -> mjx.Data:
+        """`substeps` physics steps, with this episode's physics and step lengths."""
+        rand = self.config.randomization
+        model = self.mjx_model
+        if episode is not None and rand.physics.enabled:
+            model = dr.episode_model(model, episode, self.dr_info)
+        if episode is None or not rand.unmodeled.enabled:
+
+            def substep(d, _):
+                return mjx.step(model, d), None
+
+            return jax.lax.scan(substep, data, None, length=self.config.substeps)[0]
+
+        durations = dr.substep_durations(
+            key, self.config.scene.timestep, episode.timestep_rate, self.config.substeps
+        )
+
+        def timed_substep(d, dt):
+            return mjx.step(model.replace(opt=model.opt.replace(timestep=dt)), d), None
+
+        return jax.lax.scan(timed_substep, data, durations)[0]
 
     def _place_and_settle(self, key: jax.Array) -> mjx.Data:
         """The object above the palm in a random orientation, settled by random actions.
@@ -415,17 +497,38 @@ class HandEnv:
         data, _ = jax.lax.scan(control_step, data, keys)
         return data
 
+    def initial_ranges(self) -> dr.Ranges:
+        """Sampling ranges at the start of training (ADR's start, or the paper's ranges)."""
+        if self.config.adr.enabled:
+            return adr_lib.init(self.config.adr, self.config.randomization).ranges
+        return dr.initial_ranges(self.config.randomization)
+
+    def _new_domain(self, key: jax.Array, ranges: dr.Ranges, data: mjx.Data) -> dr.DomainState:
+        """This episode's randomization, sampled from `ranges` relative to nominal.
+
+        With ADR on, some episodes pin one parameter at a boundary of its range.
+        """
+        key_boundary, key_episode = jax.random.split(key)
+        boundary = adr_lib.sample_boundary(key_boundary, self.config.adr)
+        pinned = adr_lib.pin(ranges, boundary)
+        episode = dr.sample_episode(key_episode, self.config.randomization, pinned, self.dr_info)
+        tips = data.site_xpos[self.idx.fingertip_sites]
+        effects = dr.initial_effects(self.action_size, self.mj_model.nu, data.ctrl, tips)
+        return dr.DomainState(
+            ranges=ranges, episode=episode, effects=effects, adr_boundary=boundary
+        )
+
     def _begin_episode(
-        self, data: mjx.Data, task: TaskState, key: jax.Array
-    ) -> tuple[mjx.Data, TaskState]:
+        self, data: mjx.Data, task: TaskState, domain: dr.DomainState, key: jax.Array
+    ) -> tuple[mjx.Data, TaskState, dr.DomainState]:
         """The start of a new episode, used by the automatic reset inside `step`.
 
         It reuses the settled configuration from `reset` (as Brax and Playground do), with
         the object turned by a random symmetry of its own (the same physical contact
-        state in a new orientation) and a fresh goal. This is the place where every
-        per-episode quantity is drawn anew.
+        state in a new orientation) and a fresh goal; the episode's randomization is
+        drawn anew from the current ranges.
         """
-        key_sym, key_goal = jax.random.split(key)
+        key_sym, key_goal, key_dr = jax.random.split(key, 3)
         o = self.idx.object_qpos
         sym = jnp.asarray(self.idx.symmetries)[
             jax.random.randint(key_sym, (), 0, len(self.idx.symmetries))
@@ -437,6 +540,7 @@ class HandEnv:
             qvel=jnp.zeros_like(data.qvel),
             qacc_warmstart=jnp.zeros_like(data.qacc_warmstart),
             ctrl=task.init_ctrl,
+            xfrc_applied=jnp.zeros_like(data.xfrc_applied),
         )
         new = mjx.kinematics(self.mjx_model, new)
         fresh = task.replace(
@@ -445,7 +549,8 @@ class HandEnv:
             steps_since_success=jnp.zeros_like(task.steps_since_success),
             episode_steps=jnp.zeros_like(task.episode_steps),
         )
-        return new, self._new_goal(fresh, new, key_goal)
+        domain = self._new_domain(key_dr, domain.ranges, new)
+        return new, self._new_goal(fresh, new, key_goal), domain
 
     # ---- goals, observations, metrics --------------------------------------------------
 
@@ -475,20 +580,40 @@ class HandEnv:
         o = self.idx.object_qpos
         return quat.normalize(data.qpos[o + 3 : o + 7])
 
-    def _observe(self, data: mjx.Data, task: TaskState) -> dict[str, jax.Array]:
+    def _observe(
+        self, key: jax.Array, data: mjx.Data, task: TaskState, domain: dr.DomainState
+    ) -> tuple[dict[str, jax.Array], dr.Effects]:
+        """Noisy policy inputs and noiseless privileged inputs (asymmetric actor-critic)."""
         idx = self.idx
-        fingertips = (data.site_xpos[idx.fingertip_sites] - self._origin).ravel()
-        obj_pos = self._object_pos(data) - self._origin
-        obj_quat = self._object_quat(data)
-        rel = quat.positive_w(quat.relative(obj_quat, task.goal))
+        truth = dr.PolicyReadings(
+            fingertips=data.site_xpos[idx.fingertip_sites],
+            object_pos=self._object_pos(data),
+            object_quat=self._object_quat(data),
+        )
+        frames = data.site_xmat[idx.fingertip_sites].reshape(-1, 3, 3)
+        seen, effects = dr.observe(
+            key,
+            truth,
+            frames,
+            domain.episode,
+            domain.effects,
+            self.config.randomization.observation,
+            self.config.control_dt,
+        )
+
+        def policy_inputs(r: dr.PolicyReadings) -> list[jax.Array]:
+            rel = quat.positive_w(quat.relative(quat.normalize(r.object_quat), task.goal))
+            return [(r.fingertips - self._origin).ravel(), r.object_pos - self._origin, rel]
+
         v = idx.object_qvel
         extra = [task.smoothed_action] if self.config.last_action_in_obs else []
-        policy = jnp.concatenate([fingertips, obj_pos, rel, *extra])
+        policy = jnp.concatenate([*policy_inputs(seen), *extra])
+        tips, obj_pos, rel = policy_inputs(truth)
         privileged = jnp.concatenate(
             [
-                fingertips,
+                tips,
                 obj_pos,
-                obj_quat,
+                truth.object_quat,
                 task.goal,
                 rel,
                 data.qpos[idx.hand_qpos],
@@ -498,12 +623,21 @@ class HandEnv:
                 *extra,
             ]
         )
-        return {"state": policy, "privileged_state": privileged}
+        return {"state": policy, "privileged_state": privileged}, effects
 
-    def _metrics(self, task, progress, success, dropped, done, reward) -> dict[str, jax.Array]:
+    def _metrics(
+        self, task, domain, progress, success, dropped, done, reward
+    ) -> dict[str, jax.Array]:
         cfg = self.config
         f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
+        unmodeled = cfg.randomization.unmodeled
+        mean_dt = cfg.scene.timestep + (
+            1.0 / domain.episode.timestep_rate if unmodeled.enabled else 0.0
+        )
+        sampled = dr.metrics(domain.episode, domain.effects, 1000.0 * mean_dt)
         return {
+            **{k: f32(v) for k, v in sampled.items()},
+            "adr/boundary": f32(domain.adr_boundary),
             "reward/progress": f32(progress),
             "reward/success": f32(success) * cfg.success_bonus,
             "reward/drop": f32(dropped) * cfg.drop_penalty,

@@ -4,12 +4,17 @@ The hand's MJCF ships inside the installed `gymnasium-robotics` package; it is l
 there with `mujoco.MjSpec` and edited here, never copied. What we change and why:
 - the shipped object and target bodies are replaced by ours: a free block (or an octagonal
   prism) and a mocap goal marker that is visual only (no degrees of freedom, no contacts);
-- collisions are explicit contact pairs only (object vs every hand collision geom, object vs
-  floor). MJX's cost grows with the number of *possible* contacts, so the shipped finger vs
-  thumb pairs and all contype/conaffinity collisions are switched off; the forearm mesh is
-  removed from collisions (MJX's JAX implementation cannot give meshes margins);
-- solver settings for speed (pyramidal cones, few iterations, 8 ms steps), whose stability
-  is proven by tests;
+- collisions are explicit contact pairs only: the object against every hand collision geom.
+  MJX's cost grows with the number of *possible* contacts, so the shipped finger vs thumb
+  pairs and all contype/conaffinity collisions are switched off; the forearm mesh is
+  removed from collisions (MJX's JAX implementation cannot give meshes margins). The
+  object-floor pair is optional and off: an episode ends (drop) with the object 7.5 cm
+  above the floor, so the floor never touches it during an episode;
+- what the task never uses and MJX would still compute: the joint-position sensors, and the
+  limits of the single-joint tendons whose range contains the whole joint range (they can
+  never become active, yet each adds a constraint row);
+- solver settings for speed (pyramidal cones, 3-dimensional contacts, few iterations, 8 ms
+  steps), whose stability is proven by tests;
 - the four coupled finger actuators (FFJ1, MFJ1, RFJ1, LFJ1) drive the *sum* of the coupled
   pair J1 + J0 through a fixed tendon, as the real hand's coupled actuators do; the shipped
   model drives J1 alone, which makes a target "relative to the sum of the pair" (the
@@ -45,9 +50,14 @@ class SceneConfig:
     timestep: float = 0.008
     """Physics substep (s). Ten substeps make one 80 ms control step."""
     solver_iterations: int = 4
-    ls_iterations: int = 8
+    ls_iterations: int = 4
     pyramidal_cone: bool = True
     """Pyramidal friction cones: 2-3x faster than elliptic in MJX on CPU."""
+    object_condim: int = 3
+    """Contact dimensionality of the hand-object pairs: 3 (sliding friction) or 4 (plus
+    torsional friction, as the shipped model has; about 30% slower in MJX)."""
+    floor_contact: bool = False
+    """Add the object-floor contact pair (irrelevant to the task: see the module doc)."""
     hand_self_collisions: bool = False
     """Keep the shipped finger vs thumb contact pairs (slower; off by default)."""
     cameras: bool = True
@@ -58,6 +68,8 @@ class SceneConfig:
             raise ValueError(f"unknown object {self.object!r}; choose one of {OBJECTS}")
         if self.timestep <= 0 or self.object_half_size <= 0:
             raise ValueError("timestep and object_half_size must be positive")
+        if self.object_condim not in (1, 3, 4, 6):
+            raise ValueError("object_condim must be 1, 3, 4 or 6")
 
 
 def shipped_hand_xml() -> pathlib.Path:
@@ -155,6 +167,20 @@ def _couple_actuators(spec: mujoco.MjSpec) -> None:
         actuator.ctrlrange = (lo, hi)
 
 
+def _drop_inactive_tendon_limits(spec: mujoco.MjSpec) -> None:
+    """Unlimit single-joint tendons whose range contains their joint's whole range."""
+    model = spec.compile()
+    for i in range(model.ntendon):
+        adr, num = model.tendon_adr[i], model.tendon_num[i]
+        if num != 1 or not model.tendon_limited[i]:
+            continue
+        joint, coef = model.wrap_objid[adr], model.wrap_prm[adr]
+        low, high = sorted(np.asarray(model.tendon_range[i]) / coef)
+        joint_low, joint_high = model.jnt_range[joint]
+        if low <= joint_low and high >= joint_high:
+            spec.delete(spec.tendon(model.tendon(i).name))
+
+
 def build_spec(config: SceneConfig = SceneConfig()) -> mujoco.MjSpec:
     """The scene as an editable MjSpec (compile it with `build_model`)."""
     spec = mujoco.MjSpec.from_file(str(shipped_hand_xml()))
@@ -177,8 +203,14 @@ def build_spec(config: SceneConfig = SceneConfig()) -> mujoco.MjSpec:
     _couple_actuators(spec)
     _add_object(spec, config)
     for name in c.HAND_COLLISION_GEOMS:
-        spec.add_pair(geomname1=c.PREFIX + name, geomname2=c.OBJECT_GEOM, condim=4)
-    spec.add_pair(geomname1=c.FLOOR_GEOM, geomname2=c.OBJECT_GEOM, condim=3)
+        spec.add_pair(
+            geomname1=c.PREFIX + name, geomname2=c.OBJECT_GEOM, condim=config.object_condim
+        )
+    if config.floor_contact:
+        spec.add_pair(geomname1=c.FLOOR_GEOM, geomname2=c.OBJECT_GEOM, condim=3)
+    for sensor in list(spec.sensors):
+        spec.delete(sensor)
+    _drop_inactive_tendon_limits(spec)
     if config.cameras:
         _add_cameras(spec)
 

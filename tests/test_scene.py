@@ -23,15 +23,17 @@ def model():
     return scene.build_model()
 
 
-def test_contacts_are_exactly_object_vs_hand_and_floor(model):
-    pairs = {
+def _pairs(model):
+    return {
         frozenset((model.geom(model.pair_geom1[i]).name, model.geom(model.pair_geom2[i]).name))
         for i in range(model.npair)
     }
+
+
+def test_contacts_are_exactly_object_vs_hand(model):
     expected = {frozenset((PREFIX + g, "object")) for g in EXPECTED_HAND_GEOMS}
-    expected.add(frozenset(("floor", "object")))
-    assert model.npair == len(expected) == 20
-    assert pairs == expected
+    assert model.npair == len(expected) == 19
+    assert _pairs(model) == expected
     # The hand's contact geoms with a "C_" name are all paired with the object except the
     # forearm, which is removed.
     c_geoms = {model.geom(i).name for i in range(model.ngeom) if ":C_" in model.geom(i).name}
@@ -43,10 +45,33 @@ def test_no_geom_collides_through_contype_conaffinity(model):
     assert np.all(model.geom_conaffinity == 0)
 
 
-def test_object_pairs_use_friction_dimensions(model):
-    for i in range(model.npair):
-        names = {model.geom(model.pair_geom1[i]).name, model.geom(model.pair_geom2[i]).name}
-        assert model.pair_dim[i] == (3 if "floor" in names else 4)
+def test_floor_contact_and_condim_options():
+    m = scene.build_model(scene.SceneConfig(floor_contact=True, object_condim=4))
+    assert frozenset(("floor", "object")) in _pairs(m)
+    for i in range(m.npair):
+        names = {m.geom(m.pair_geom1[i]).name, m.geom(m.pair_geom2[i]).name}
+        assert m.pair_dim[i] == (3 if "floor" in names else 4)
+
+
+def test_hand_object_pairs_have_sliding_friction_by_default(model):
+    np.testing.assert_array_equal(model.pair_dim, 3)
+
+
+def test_unused_sensors_and_inactive_tendon_limits_are_removed(model):
+    assert model.nsensor == 0
+    # What stays: the two-joint tendons of the coupled fingers (the J1/J0 coupling, limited
+    # to +-1 mm, and its u/d limits) and the 4 tendons the coupled actuators drive; every
+    # single-joint tendon limit that could never bind is gone.
+    shipped = mujoco.MjModel.from_xml_path(str(scene.shipped_hand_xml()))
+    assert shipped.ntendon == 44 and shipped.nsensor > 0
+    names = {model.tendon(i).name for i in range(model.ntendon)}
+    assert {f"{PREFIX}T_{f}J1c" for f in ("FF", "MF", "RF", "LF")} <= names
+    for i in range(model.ntendon):
+        if model.tendon_num[i] == 1:  # a remaining single-joint limit must be reachable
+            adr = model.tendon_adr[i]
+            low, high = sorted(model.tendon_range[i] / model.wrap_prm[adr])
+            jlow, jhigh = model.jnt_range[model.wrap_objid[adr]]
+            assert low > jlow or high < jhigh
 
 
 def test_cameras_and_solver_options(model):
