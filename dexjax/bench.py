@@ -33,6 +33,9 @@ class BenchConfig:
     """Control steps scanned inside one jitted call."""
     peers: bool = True
     """Also measure MuJoCo Playground (skipped with a note if it is not installed)."""
+    peer_impls: tuple[str, ...] = ("jax",)
+    """MJX implementations of the peer to measure: "jax" and/or "warp" (Warp runs on this
+    CPU too, about ten times slower than its JAX implementation)."""
 
 
 def _timed_calls(fn, arg, calls: int) -> tuple[float, float, object]:
@@ -136,10 +139,13 @@ def _peer_rows(cfg: BenchConfig, progress) -> list[dict]:
         progress(f"peers skipped: {err} (pip install -e '.[bench]')")
         return []
     rows = []
-    for batch in cfg.batches:
-        row = peers.playground_env_bench(peers.REORIENT_ENV, batch=batch, steps=cfg.calls)
-        rows.append(row)
-        progress(format_row(row))
+    for impl in cfg.peer_impls:
+        for batch in cfg.batches:
+            row = peers.playground_env_bench(
+                peers.REORIENT_ENV, batch=batch, steps=cfg.calls, impl=impl
+            )
+            rows.append(row)
+            progress(format_row(row))
     return rows
 
 

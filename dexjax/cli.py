@@ -29,6 +29,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch", type=int, nargs="+", default=[16, 128])
     bench.add_argument("--calls", type=int, default=5)
     bench.add_argument("--no-peers", action="store_true", help="skip MuJoCo Playground")
+    bench.add_argument(
+        "--peer-impl",
+        nargs="+",
+        default=["jax"],
+        choices=("jax", "warp"),
+        help="MJX implementations of the Playground peer to measure",
+    )
     bench.add_argument("--json", metavar="FILE", help="write the rows as a JSON list")
     return parser
 
@@ -77,7 +84,12 @@ def _rollout(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from dexjax import bench
 
-    cfg = bench.BenchConfig(batches=tuple(args.batch), calls=args.calls, peers=not args.no_peers)
+    cfg = bench.BenchConfig(
+        batches=tuple(args.batch),
+        calls=args.calls,
+        peers=not args.no_peers,
+        peer_impls=tuple(args.peer_impl),
+    )
     with runtime.Watchdog(timeout_s=1800):
         rows = bench.run(cfg)
     print(bench.table(rows))
