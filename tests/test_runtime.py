@@ -48,7 +48,8 @@ def test_batched_mjx_hand_step_runs_repeatedly_without_hanging():
     """
     result = _run(script, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["ok", "True"]
+    # mujoco.mjx may print import notes (e.g. that Warp is not installed) first.
+    assert result.stdout.strip().splitlines()[-1] == "ok True"
 
 
 def test_watchdog_ends_a_stalled_process_with_tracebacks():
@@ -76,4 +77,4 @@ def test_watchdog_is_quiet_while_work_progresses():
     """
     result = _run(script, timeout=25)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "done"
+    assert result.stdout.strip().splitlines()[-1] == "done"
