@@ -64,8 +64,8 @@ class LSTMCarry:
 
 def initial_carry(batch: int, lstm: int) -> LSTMCarry:
     """The all-zero carry of an episode start: `[batch, lstm]` each."""
-    zeros = jnp.zeros((batch, lstm), jnp.float32)
-    return LSTMCarry(c=zeros, h=zeros)
+    # Two arrays, not one shared: a donated runner must not hold the same buffer twice.
+    return LSTMCarry(c=jnp.zeros((batch, lstm)), h=jnp.zeros((batch, lstm)))
 
 
 def reset_carry(carry: LSTMCarry, reset: jax.Array) -> LSTMCarry:

@@ -1,0 +1,308 @@
+"""LSTM PPO with an asymmetric actor-critic, as one compiled function.
+
+    runner = init(config, env, key)
+    runner, metrics = train_chunk(runner)   # jit(scan(update_step)): rollouts + PPO updates
+
+`update_step` is one PPO iteration: a rollout of `rollout_length` steps of every
+environment (policy and value networks stepped alongside the simulation, LSTM carries
+threaded through and zeroed where episodes start), GAE, then `epochs` passes of PPO over
+minibatches cut along the environment axis so each sequence stays whole and starts from
+the carries stored at the rollout's start (truncated backpropagation through time).
+
+The environment is anything with the dexjax / Brax interface: `reset(key)`, `step(state,
+action)`, `action_size`, a state with `obs["state"]` (policy) and `obs["privileged_state"]`
+(value), `reward`, `done`, `info["truncation"]` and a `metrics` dict.
+"""
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from dexjax import networks, ppo
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How the policy is trained (the environment is configured on its own)."""
+
+    network: networks.NetworkConfig = networks.NetworkConfig()
+    # Quoted: the field's name shadows the module once assigned, and Python 3.11 evaluates
+    # a class-body annotation after the assignment.
+    ppo: "ppo.PPOConfig" = ppo.PPOConfig()
+    num_envs: int = 64
+    rollout_length: int = 10
+    """Steps per environment per update; also the BPTT length (the paper's 10-step chunks)."""
+    epochs: int = 4
+    num_minibatches: int = 4
+    """Minibatches per epoch, each a slice of the environments (all their steps)."""
+    updates_per_chunk: int = 10
+    """PPO updates scanned inside one compiled call (the host logs between calls)."""
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.num_envs % self.num_minibatches:
+            raise ValueError("num_envs must be divisible by num_minibatches")
+        if min(self.num_envs, self.rollout_length, self.epochs, self.updates_per_chunk) < 1:
+            raise ValueError("sizes must be positive")
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.num_envs * self.rollout_length
+
+
+@struct.dataclass
+class Params:
+    policy: Any
+    value: Any
+
+
+@struct.dataclass
+class Normalizers:
+    policy_obs: ppo.RunningStats
+    value_obs: ppo.RunningStats
+    returns: ppo.RunningStats
+
+
+@struct.dataclass
+class RunnerState:
+    """Everything the training loop carries from one update to the next."""
+
+    params: Params
+    opt_state: optax.OptState
+    normalizers: Normalizers
+    env_state: Any  # batched environment state [B, ...]
+    policy_carry: networks.LSTMCarry  # [B, lstm]
+    value_carry: networks.LSTMCarry
+    starts: jax.Array  # [B] bool: the next step begins an episode
+    key: jax.Array
+    update: jax.Array  # [] int
+
+
+@struct.dataclass
+class Transition:
+    """One step of every environment; a rollout stacks them to [T, B, ...]."""
+
+    policy_obs: jax.Array
+    value_obs: jax.Array
+    start: jax.Array  # episode starts at this step: carries were zeroed before it
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array  # value prediction, in return-normalized units
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    metrics: dict[str, jax.Array]
+
+
+def _networks(config: TrainConfig, action_size: int):
+    net = dataclasses.replace(config.network, action_size=action_size)
+    return networks.PolicyNetwork(net), networks.ValueNetwork(net)
+
+
+def _optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    return optax.chain(
+        optax.clip_by_global_norm(config.ppo.max_grad_norm), optax.adam(config.ppo.lr)
+    )
+
+
+def init(config: TrainConfig, env, key: jax.Array) -> RunnerState:
+    """Fresh networks, optimizer, statistics and `num_envs` reset environments."""
+    key, key_env, key_policy, key_value = jax.random.split(key, 4)
+    env_state = jax.vmap(env.reset)(jax.random.split(key_env, config.num_envs))
+    policy_net, value_net = _networks(config, env.action_size)
+    b = config.num_envs
+    starts = jnp.ones(b, bool)
+    p_obs, v_obs = env_state.obs["state"], env_state.obs["privileged_state"]
+    params = Params(
+        policy=policy_net.init(key_policy, policy_net.initial_carry(b), p_obs, starts),
+        value=value_net.init(key_value, value_net.initial_carry(b), v_obs, starts),
+    )
+    runner = RunnerState(
+        params=params,
+        opt_state=_optimizer(config).init(params),
+        normalizers=Normalizers(
+            policy_obs=ppo.init_stats(p_obs.shape[1:]),
+            value_obs=ppo.init_stats(v_obs.shape[1:]),
+            returns=ppo.init_stats(),
+        ),
+        env_state=env_state,
+        policy_carry=policy_net.initial_carry(b),
+        value_carry=value_net.initial_carry(b),
+        starts=starts,
+        key=key,
+        update=jnp.zeros((), jnp.int32),
+    )
+    # train_chunk donates the runner and XLA cannot donate one buffer twice, but leaves here
+    # may share one: `initial_carry` gives c and h the same zeros, and an environment may
+    # put one array in several fields (the same obs for policy and value, one zero for
+    # reward, done and truncation). So every array gets its own buffer.
+    return jax.tree.map(lambda x: jnp.copy(x) if isinstance(x, jax.Array) else x, runner)
+
+
+def rollout(config: TrainConfig, env, runner: RunnerState) -> tuple[RunnerState, Transition]:
+    """`rollout_length` steps of every environment with the current policy."""
+    policy_net, value_net = _networks(config, env.action_size)
+    norm = runner.normalizers
+    step = jax.vmap(env.step)
+
+    def one_step(r: RunnerState, key: jax.Array) -> tuple[RunnerState, Transition]:
+        env_state, starts = r.env_state, r.starts
+        p_obs = ppo.normalize(norm.policy_obs, env_state.obs["state"], config.ppo.obs_clip)
+        v_obs = ppo.normalize(
+            norm.value_obs, env_state.obs["privileged_state"], config.ppo.obs_clip
+        )
+        p_carry, dist = policy_net.apply(r.params.policy, r.policy_carry, p_obs, starts)
+        v_carry, value = value_net.apply(r.params.value, r.value_carry, v_obs, starts)
+        action = networks.sample(dist, key)
+        next_state = step(env_state, networks.env_action(dist, action))
+        truncated = next_state.info["truncation"] > 0
+        transition = Transition(
+            policy_obs=env_state.obs["state"],
+            value_obs=env_state.obs["privileged_state"],
+            start=starts,
+            action=action,
+            log_prob=networks.log_prob(dist, action),
+            value=value,
+            reward=next_state.reward,
+            terminated=(next_state.done > 0) & ~truncated,
+            truncated=truncated,
+            metrics=next_state.metrics,
+        )
+        r = r.replace(
+            env_state=next_state,
+            policy_carry=p_carry,
+            value_carry=v_carry,
+            starts=next_state.done > 0,
+        )
+        return r, transition
+
+    key, key_steps = jax.random.split(runner.key)
+    keys = jax.random.split(key_steps, config.rollout_length)
+    runner, transitions = jax.lax.scan(one_step, runner, keys)
+    runner = runner.replace(key=key)
+    return runner, transitions
+
+
+def _bootstrap_value(config: TrainConfig, env, runner: RunnerState) -> jax.Array:
+    """V(obs_T) in return units, for the step after the rollout."""
+    _, value_net = _networks(config, env.action_size)
+    norm = runner.normalizers
+    obs = runner.env_state.obs["privileged_state"]
+    obs = ppo.normalize(norm.value_obs, obs, config.ppo.obs_clip)
+    _, value = value_net.apply(runner.params.value, runner.value_carry, obs, runner.starts)
+    return ppo.denormalize(norm.returns, value)
+
+
+def _loss(params: Params, config: TrainConfig, env, norm: Normalizers, batch: dict) -> tuple:
+    """PPO loss of one minibatch of whole sequences [T, b] from their initial carries."""
+    policy_net, value_net = _networks(config, env.action_size)
+    t = batch["transitions"]
+    p_obs = ppo.normalize(norm.policy_obs, t.policy_obs, config.ppo.obs_clip)
+    v_obs = ppo.normalize(norm.value_obs, t.value_obs, config.ppo.obs_clip)
+    _, dist = networks.unroll(policy_net, params.policy, batch["policy_carry"], p_obs, t.start)
+    _, value = networks.unroll(value_net, params.value, batch["value_carry"], v_obs, t.start)
+    target = ppo.normalize(norm.returns, batch["returns"], clip=None)
+    return ppo.ppo_loss(dist, t.action, t.log_prob, batch["advantages"], value, target, config.ppo)
+
+
+def env_minibatches(x: jax.Array, axis: int, order: jax.Array, num: int) -> jax.Array:
+    """Shuffle the environment axis `axis` of `x` by `order` [B] and cut it into `num`
+    equal slices stacked on a new leading axis: [..., B, ...] -> [num, ..., B / num, ...].
+
+    Each slice holds whole environments (all their steps): time stays contiguous.
+    """
+    x = jnp.take(x, order, axis=axis)
+    shape = x.shape[:axis] + (num, x.shape[axis] // num) + x.shape[axis + 1 :]
+    return jnp.moveaxis(x.reshape(shape), axis, 0)
+
+
+def update_step(config: TrainConfig, env, runner: RunnerState) -> tuple[RunnerState, dict]:
+    """One PPO iteration: rollout, GAE, `epochs` x `num_minibatches` gradient steps."""
+    start_policy_carry, start_value_carry = runner.policy_carry, runner.value_carry
+    runner, t = rollout(config, env, runner)
+    norm = runner.normalizers
+    values = ppo.denormalize(norm.returns, t.value)
+    advantages, returns = ppo.gae(
+        t.reward,
+        values,
+        _bootstrap_value(config, env, runner),
+        t.terminated,
+        t.truncated,
+        config.ppo.gamma,
+        config.ppo.gae_lambda,
+    )
+    # Value targets are normalized by running statistics that include this rollout.
+    norm = norm.replace(returns=ppo.update_stats(norm.returns, returns))
+    data = {
+        "transitions": t,
+        "advantages": advantages,
+        "returns": returns,
+        "policy_carry": start_policy_carry,
+        "value_carry": start_value_carry,
+    }
+    optimizer = _optimizer(config)
+    grad_fn = jax.value_and_grad(_loss, has_aux=True)
+
+    def minibatch_step(carry, batch):
+        params, opt_state = carry
+        (_, metrics), grads = grad_fn(params, config, env, norm, batch)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), metrics
+
+    def epoch(carry, key):
+        order = jax.random.permutation(key, config.num_envs)
+        take = functools.partial(env_minibatches, order=order, num=config.num_minibatches)
+
+        batches = {
+            "transitions": jax.tree.map(lambda x: take(x, 1), data["transitions"]),
+            "advantages": take(data["advantages"], 1),
+            "returns": take(data["returns"], 1),
+            "policy_carry": jax.tree.map(lambda x: take(x, 0), data["policy_carry"]),
+            "value_carry": jax.tree.map(lambda x: take(x, 0), data["value_carry"]),
+        }
+        return jax.lax.scan(minibatch_step, carry, batches)
+
+    key, key_epochs = jax.random.split(runner.key)
+    (params, opt_state), loss_metrics = jax.lax.scan(
+        epoch, (runner.params, runner.opt_state), jax.random.split(key_epochs, config.epochs)
+    )
+    # Observation statistics move only after the update, which used the rollout's ones.
+    norm = norm.replace(
+        policy_obs=ppo.update_stats(norm.policy_obs, t.policy_obs),
+        value_obs=ppo.update_stats(norm.value_obs, t.value_obs),
+    )
+    runner = runner.replace(
+        params=params, opt_state=opt_state, normalizers=norm, key=key, update=runner.update + 1
+    )
+    metrics = {k: jnp.mean(v) for k, v in loss_metrics.items()}
+    metrics.update(_rollout_metrics(t, values, returns))
+    return runner, metrics
+
+
+def _rollout_metrics(t: Transition, values: jax.Array, returns: jax.Array) -> dict:
+    """Means over the rollout; episode quantities are averaged over episodes that ended."""
+    done = (t.terminated | t.truncated).astype(jnp.float32)
+    episodes = jnp.maximum(done.sum(), 1.0)
+    out = {
+        "train/explained_variance": ppo.explained_variance(values, returns),
+        "train/reward_per_step": jnp.mean(t.reward),
+        "train/episodes": done.sum(),
+    }
+    for name, value in t.metrics.items():
+        if name.startswith(("env/successes", "env/episode_steps")):
+            out[f"{name}_at_end"] = jnp.sum(value * done) / episodes
+        out[name] = jnp.mean(value)
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2,))
+def train_chunk(config: TrainConfig, env, runner: RunnerState) -> tuple[RunnerState, dict]:
+    """`updates_per_chunk` PPO updates in one compiled call; metrics are [updates, ...]."""
+    return jax.lax.scan(
+        lambda r, _: update_step(config, env, r), runner, None, length=config.updates_per_chunk
+    )
