@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from dexjax import adr as adr_lib
 from dexjax import networks, ppo
 
 
@@ -81,6 +82,7 @@ class RunnerState:
     starts: jax.Array  # [B] bool: the next step begins an episode
     key: jax.Array
     update: jax.Array  # [] int
+    adr: adr_lib.ADRState | None = None  # automatic domain randomization, when the env uses it
 
 
 @struct.dataclass
@@ -136,12 +138,43 @@ def init(config: TrainConfig, env, key: jax.Array) -> RunnerState:
         starts=starts,
         key=key,
         update=jnp.zeros((), jnp.int32),
+        adr=_adr_init(env),
     )
     # train_chunk donates the runner and XLA cannot donate one buffer twice, but leaves here
     # may share one: `initial_carry` gives c and h the same zeros, and an environment may
     # put one array in several fields (the same obs for policy and value, one zero for
     # reward, done and truncation). So every array gets its own buffer.
     return jax.tree.map(lambda x: jnp.copy(x) if isinstance(x, jax.Array) else x, runner)
+
+
+def _adr_enabled(env) -> bool:
+    return bool(getattr(getattr(env, "config", None), "adr", adr_lib.ADRConfig()).enabled)
+
+
+def _adr_init(env) -> adr_lib.ADRState | None:
+    """ADR's state when the environment has it on (the env starts from the same ranges)."""
+    if not _adr_enabled(env):
+        return None
+    return adr_lib.init(env.config.adr, env.config.randomization)
+
+
+def _adr_step(env, runner: RunnerState, t: "Transition") -> tuple[RunnerState, dict]:
+    """Feed the rollout's finished boundary episodes to ADR and hand the envs its ranges."""
+    if runner.adr is None:
+        return runner, {}
+    state = adr_lib.update(
+        runner.adr,
+        env.config.adr,
+        env.config.randomization,
+        t.metrics["adr/boundary"].astype(jnp.int32),
+        t.metrics["env/successes"],
+        t.metrics["env/episode_done"],
+    )
+    batch = runner.starts.shape[0]
+    ranges = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch, *x.shape)), state.ranges)
+    domain = runner.env_state.domain.replace(ranges=ranges)
+    runner = runner.replace(adr=state, env_state=runner.env_state.replace(domain=domain))
+    return runner, adr_lib.metrics(state)
 
 
 def rollout(config: TrainConfig, env, runner: RunnerState) -> tuple[RunnerState, Transition]:
@@ -279,13 +312,16 @@ def update_step(config: TrainConfig, env, runner: RunnerState) -> tuple[RunnerSt
     runner = runner.replace(
         params=params, opt_state=opt_state, normalizers=norm, key=key, update=runner.update + 1
     )
+    runner, adr_metrics = _adr_step(env, runner, t)
     metrics = {k: jnp.mean(v) for k, v in loss_metrics.items()}
     metrics.update(_rollout_metrics(t, values, returns))
+    metrics.update(adr_metrics)
     return runner, metrics
 
 
 def _rollout_metrics(t: Transition, values: jax.Array, returns: jax.Array) -> dict:
-    """Means over the rollout; episode quantities are averaged over episodes that ended."""
+    """Means over the rollout (and spreads of what randomization sampled); episode
+    quantities are averaged over the episodes that ended."""
     done = (t.terminated | t.truncated).astype(jnp.float32)
     episodes = jnp.maximum(done.sum(), 1.0)
     out = {
@@ -297,6 +333,8 @@ def _rollout_metrics(t: Transition, values: jax.Array, returns: jax.Array) -> di
         if name.startswith(("env/successes", "env/episode_steps")):
             out[f"{name}_at_end"] = jnp.sum(value * done) / episodes
         out[name] = jnp.mean(value)
+        if name.startswith("dr/"):
+            out[f"{name}_std"] = jnp.std(value)
     return out
 
 
