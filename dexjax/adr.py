@@ -155,17 +155,11 @@ def update(
 
     paper = dr.initial_ranges(randomization)
     step = config.step_fraction * (paper.high - paper.low)
-    nominal, limits = (
-        _table(NOMINAL),
-        np.stack(
-            [
-                _table({k: v[0] for k, v in LIMITS.items()}),
-                _table({k: v[1] for k, v in LIMITS.items()}),
-            ]
-        ),
-    )
-    low = jnp.clip(state.ranges.low - move[:, 0] * step, limits[0], nominal)
-    high = jnp.clip(state.ranges.high + move[:, 1] * step, nominal, limits[1])
+    nominal = _table(NOMINAL)
+    floor = _table({k: v[0] for k, v in LIMITS.items()})
+    ceiling = _table({k: v[1] for k, v in LIMITS.items()})
+    low = jnp.clip(state.ranges.low - move[:, 0] * step, floor, nominal)
+    high = jnp.clip(state.ranges.high + move[:, 1] * step, nominal, ceiling)
     return ADRState(
         ranges=dr.Ranges(low=low, high=high),
         sums=jnp.where(due, 0.0, sums),

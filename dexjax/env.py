@@ -419,21 +419,21 @@ class HandEnv:
         xfrc = data.xfrc_applied.at[self.idx.object_body, :3].set(effects.force)
         return data.replace(ctrl=ctrl, xfrc_applied=xfrc), effects
 
+    def _episode_model(self, episode: dr.Episode | None) -> mjx.Model:
+        """The MJX model of this episode's physics (the nominal one when that is off)."""
+        if episode is None or not self.config.randomization.physics.enabled:
+            return self.mjx_model
+        return dr.episode_model(self.mjx_model, episode, self.dr_info)
+
     def _object_mass(self, episode: dr.Episode) -> jax.Array:
-        nominal = float(self.mj_model.body_mass[self.idx.object_body])
-        if not self.config.randomization.physics.enabled:
-            return jnp.asarray(nominal)
-        return nominal * episode.mass_scale[self.idx.object_body] * episode.object_scale**3
+        return self._episode_model(episode).body_mass[self.idx.object_body]
 
     def _physics(
         self, data: mjx.Data, episode: dr.Episode | None = None, key: jax.Array | None = None
     ) -> mjx.Data:
         """`substeps` physics steps, with this episode's physics and step lengths."""
-        rand = self.config.randomization
-        model = self.mjx_model
-        if episode is not None and rand.physics.enabled:
-            model = dr.episode_model(model, episode, self.dr_info)
-        if episode is None or not rand.unmodeled.enabled:
+        model = self._episode_model(episode)
+        if episode is None or not self.config.randomization.unmodeled.enabled:
 
             def substep(d, _):
                 return mjx.step(model, d), None
