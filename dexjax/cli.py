@@ -1,6 +1,8 @@
 """The `dexjax` command.
 
-dexjax train [--steps N] [--envs B]   (until the PPO loop lands: a simulated rollout)
+dexjax train [--preset NAME] [--run-dir DIR] [--set group.field=value ...] [--resume DIR]
+dexjax eval RUN_DIR [--trials N] [--json FILE] [--policy trained|random]
+dexjax plot RUN_DIR [--baseline EVAL_JSON] [--out PNG]
 dexjax bench [--json FILE] [--batch 16 128] [--no-peers]
 """
 
@@ -16,14 +18,53 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dexjax", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser(
-        "train",
-        help="train a policy (for now: run a short simulated rollout and report it)",
+    train = sub.add_parser("train", help="train a policy with LSTM PPO")
+    train.add_argument(
+        "--preset",
+        help="smoke, cpu, gpu or paper (default: cpu without an accelerator, else gpu)",
     )
-    train.add_argument("--envs", type=int, default=16, help="parallel environments")
-    train.add_argument("--steps", type=int, default=50, help="control steps (80 ms each)")
-    train.add_argument("--object", default="block", choices=("block", "octagon"))
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--run-dir", help="where the run is written (default: runs/<preset>-<time>)")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="GROUP.FIELD=VALUE",
+        help="override a config field, e.g. --set train.num_envs=64 (repeatable)",
+    )
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its checkpoint")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--show-config", action="store_true", help="print the config and exit")
+
+    ev = sub.add_parser("eval", help="consecutive successes of a trained run (paper protocol)")
+    ev.add_argument("run_dir", help="a run directory written by dexjax train")
+    ev.add_argument("--trials", type=int, default=100)
+    ev.add_argument("--seed", type=int, default=12345)
+    ev.add_argument("--checkpoint", type=int, help="update of the checkpoint (default: latest)")
+    ev.add_argument(
+        "--policy",
+        choices=("trained", "random"),
+        default="trained",
+        help="'random' scores uniformly random actions on the same task (a baseline)",
+    )
+    ev.add_argument("--sample", action="store_true", help="sample actions, not the most likely")
+    ev.add_argument(
+        "--timeout",
+        type=float,
+        default=80.0,
+        help="seconds without a success that end a trial (the paper's 80)",
+    )
+    ev.add_argument("--json", metavar="FILE", help="write the summary as JSON")
+    ev.add_argument("--no-progress", action="store_true")
+
+    plot = sub.add_parser("plot", help="draw a run's learning curves")
+    plot.add_argument("run_dir")
+    plot.add_argument("--out", help="PNG to write (default: RUN_DIR/curves.png)")
+    plot.add_argument(
+        "--baseline",
+        metavar="EVAL_JSON",
+        help="a `dexjax eval --json` file (e.g. of --policy random) drawn as dashed lines",
+    )
 
     bench = sub.add_parser("bench", help="measure simulation throughput against peers")
     bench.add_argument("--batch", type=int, nargs="+", default=[16, 128])
@@ -40,44 +81,79 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _rollout(args: argparse.Namespace) -> int:
-    """A random-action rollout: what the environment does, until training exists."""
-    import jax
-    import numpy as np
-    from tqdm import tqdm
+def _train(args: argparse.Namespace) -> int:
+    from dexjax import config as config_lib
+    from dexjax import run
 
-    from dexjax import env as env_lib
-
-    if args.envs < 1 or args.steps < 1:
-        raise SystemExit("--envs and --steps must be positive")
-    env = env_lib.make_env(args.object)
-    keys = jax.random.split(jax.random.key(args.seed), args.envs)
-    print(f"building {args.envs} environments ({args.object}); the first call compiles")
-    with runtime.Watchdog(timeout_s=900) as watchdog:
-        start = time.perf_counter()
-        state = jax.block_until_ready(jax.jit(jax.vmap(env.reset))(keys))
-        step = jax.jit(jax.vmap(env.step))
-        key = jax.random.key(args.seed + 1)
-        totals = {"reward": 0.0, "episodes": 0.0, "drops": 0.0, "successes": 0.0}
-        for _ in tqdm(range(args.steps), desc="rollout", unit="step"):
-            key, key_action = jax.random.split(key)
-            action = jax.random.uniform(key_action, (args.envs, env.action_size), minval=-1)
-            state = step(state, action)
-            m = jax.device_get(state.metrics)
-            done = m["env/episode_done"]
-            totals["reward"] += float(np.sum(m["env/reward"]))
-            totals["episodes"] += float(np.sum(done))
-            totals["drops"] += float(np.sum(m["env/dropped"]))
-            totals["successes"] += float(np.sum(m["reward/success"] > 0))
-            watchdog.beat()
-        elapsed = time.perf_counter() - start
+    if args.resume:
+        if args.preset or args.overrides or args.run_dir:
+            raise SystemExit("--resume takes the run's own config: drop --preset/--set/--run-dir")
+        result = run.train(args.resume, resume=True, progress=not args.no_progress)
+    else:
+        preset = args.preset or config_lib.default_preset()
+        config = config_lib.override(config_lib.preset(preset), args.overrides)
+        if args.show_config:
+            print(config_lib.to_json(config))
+            return 0
+        run_dir = args.run_dir or f"runs/{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        print(f"training preset {preset!r} into {run_dir}; the first chunk compiles (minutes)")
+        result = run.train(run_dir, config, preset=preset, progress=not args.no_progress)
     print(
-        f"{args.steps} control steps x {args.envs} envs of random actions in {elapsed:.1f} s "
-        f"(including compilation): {totals['episodes']:.0f} episodes ended, "
-        f"{totals['drops']:.0f} drops, {totals['successes']:.0f} goals reached, "
-        f"mean reward per step {totals['reward'] / (args.steps * args.envs):+.3f}"
+        f"{result.update} updates, {result.env_steps:,} env steps in {result.seconds / 60:.1f} "
+        f"min; metrics in {result.run_dir}/metrics.jsonl, curves in {result.run_dir}/curves.png"
     )
-    print("PPO training is not implemented yet; this command ran a random-action rollout.")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import pathlib
+
+    from dexjax import evaluate, run
+
+    run_dir = pathlib.Path(args.run_dir)
+    config = run.read_config(run_dir)
+    env = run.make_env(config)
+    learner = None
+    if args.policy == "trained":
+        learner = evaluate.load_learner(run_dir, config, env, step=args.checkpoint)
+    eval_config = evaluate.EvalConfig(
+        trials=args.trials,
+        seed=args.seed,
+        policy=args.policy,
+        sample=args.sample,
+        timeout_s=args.timeout,
+    )
+    result = evaluate.evaluate(config, learner, eval_config, progress=not args.no_progress)
+    summary = result.summary()
+    label = f"{run_dir} ({args.policy} policy, update {summary['checkpoint_update']})"
+    print(evaluate.format_summary(summary, label))
+    if args.json:
+        with open(args.json, "w") as f:
+            record = {"run_dir": str(run_dir), "policy": args.policy, "timeout_s": args.timeout}
+            json.dump({**record, **summary}, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    import pathlib
+
+    from dexjax import logs, run
+
+    run_dir = pathlib.Path(args.run_dir)
+    run.read_config(run_dir)  # a clear error when this is not a run
+    rows = logs.read_metrics(run_dir)
+    if not rows:
+        raise ValueError(f"{run_dir} has no metrics yet")
+    baseline, label = None, "baseline"
+    if args.baseline:
+        with open(args.baseline) as f:
+            summary = json.load(f)
+        baseline = logs.baseline_from_eval(summary)
+        label = f"{summary.get('policy', 'baseline')} policy (eval)"
+    out = pathlib.Path(args.out) if args.out else run_dir / logs.CURVES_FILE
+    logs.plot_curves(rows, out, title=str(run_dir), baseline=baseline, baseline_label=label)
+    print(f"wrote {out}")
     return 0
 
 
@@ -103,8 +179,14 @@ def _bench(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     runtime.configure_jax()
-    commands = {"train": _rollout, "bench": _bench}
-    return commands[args.command](args)
+    from dexjax.checkpoint import CheckpointError
+
+    commands = {"train": _train, "eval": _eval, "plot": _plot, "bench": _bench}
+    try:
+        return commands[args.command](args)
+    except (ValueError, CheckpointError) as error:
+        print(f"dexjax {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

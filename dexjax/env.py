@@ -14,6 +14,7 @@ The interface is Brax's (`reset`, `step`, `observation_size`, `action_size`, a S
 
 import dataclasses
 import functools
+import math
 from typing import Any
 
 import jax
@@ -29,7 +30,7 @@ from dexjax import quaternion as quat
 from dexjax import randomization as dr
 from dexjax import scene as scene_lib
 
-GOAL_DISTRIBUTIONS = ("uniform", "flat", "yaw")
+GOAL_DISTRIBUTIONS = ("uniform", "flat", "yaw", "yaw_turn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +52,12 @@ class EnvConfig:
     locked_wrist: bool = False
     """Hold the two wrist joints at zero and act with the 18 finger actuators."""
     goal_distribution: str = "uniform"
-    """"uniform" over SO(3), "flat" (a face up, random yaw), or "yaw" (about vertical)."""
+    """"uniform" over SO(3) (the paper), "flat" (a face up, random yaw), "yaw" (a random
+    turn about vertical of the start orientation), or "yaw_turn" (the object's orientation
+    when the goal is drawn, turned about vertical by an angle of magnitude in `goal_turn`:
+    an easier curriculum stage, not in the paper)."""
+    goal_turn: tuple[float, float] = (0.6, 1.2)
+    """Range (rad) of the turn magnitude of "yaw_turn" goals (either direction)."""
     success_threshold: float = 0.4
     """Rotation angle (rad) to the goal that counts as reaching it."""
     success_bonus: float = 5.0
@@ -88,6 +94,8 @@ class EnvConfig:
             raise ValueError("action_ema must be in (0, 1]")
         if self.substeps < 1 or self.settle_steps < 0 or self.settle_attempts < 1:
             raise ValueError("need substeps >= 1, settle_steps >= 0, settle_attempts >= 1")
+        if not 0.0 <= self.goal_turn[0] <= self.goal_turn[1] <= math.pi:
+            raise ValueError("goal_turn must be (low, high) with 0 <= low <= high <= pi")
         if self.relative_to not in ("current", "target"):
             raise ValueError(f"relative_to must be 'current' or 'target', not {self.relative_to!r}")
 
@@ -240,6 +248,14 @@ class HandEnv:
         self.idx = _indices(self.mj_model, config)
         self.dr_info = _model_info(self.mj_model, self.idx, config.scene.object)
         self._origin = jnp.array(scene_lib.OBJECT_START_POS)
+
+    # An environment is fully determined by its config: two built from equal configs are
+    # interchangeable, so jitted functions taking one as a static argument compile once.
+    def __hash__(self) -> int:
+        return hash(self.config)
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and other.config == self.config
 
     # ---- Brax interface ---------------------------------------------------------------
 
@@ -554,11 +570,21 @@ class HandEnv:
 
     # ---- goals, observations, metrics --------------------------------------------------
 
-    def sample_goal(self, key: jax.Array) -> jax.Array:
-        """A goal orientation from the configured distribution."""
+    def sample_goal(self, key: jax.Array, current: jax.Array | None = None) -> jax.Array:
+        """A goal orientation from the configured distribution ("yaw_turn" goals turn the
+        `current` object orientation)."""
         dist = self.config.goal_distribution
         if dist == "uniform":
             return quat.random_uniform(key)
+        if dist == "yaw_turn":
+            if current is None:
+                raise ValueError('"yaw_turn" goals need the current object orientation')
+            key_angle, key_sign = jax.random.split(key)
+            low, high = self.config.goal_turn
+            angle = jax.random.uniform(key_angle, (), minval=low, maxval=high)
+            angle = jnp.where(jax.random.bernoulli(key_sign), angle, -angle)
+            turn = quat.from_axis_angle(jnp.array([0.0, 0.0, 1.0]), angle)
+            return quat.multiply(turn, current)
         key_yaw, key_face = jax.random.split(key)
         yaw = quat.random_yaw(key_yaw)
         if dist == "yaw":
@@ -568,7 +594,7 @@ class HandEnv:
         return quat.multiply(yaw, base)
 
     def _new_goal(self, task: TaskState, data: mjx.Data, key: jax.Array) -> TaskState:
-        goal = self.sample_goal(key)
+        goal = self.sample_goal(key, self._object_quat(data))
         return task.replace(
             goal=goal, goal_distance=quat.angle_between(self._object_quat(data), goal)
         )

@@ -169,7 +169,10 @@ RunningStats = running_statistics.RunningStatisticsState
 def init_stats(shape: tuple[int, ...] = ()) -> RunningStats:
     """Statistics of a quantity of per-sample `shape` ([D] observations, () returns):
     mean 0 and std 1 until the first update, so normalizing starts as the identity."""
-    return running_statistics.init_state(jax.ShapeDtypeStruct(shape, jnp.float32))
+    stats = running_statistics.init_state(jax.ShapeDtypeStruct(shape, jnp.float32))
+    # Brax keeps `std_eps` as a Python float, which a jitted function returns as an array:
+    # a leaf that changes type would make the training function compile twice.
+    return stats.replace(std_eps=jnp.asarray(stats.std_eps, jnp.float32))
 
 
 def update_stats(stats: RunningStats, batch: jax.Array) -> RunningStats:

@@ -31,14 +31,18 @@ def cpu_xla_flags(existing: str = "") -> str:
 def configure_jax(cache_dir: str | os.PathLike | None = None) -> None:
     """Set XLA's CPU flags and turn on the persistent compilation cache.
 
-    Must run before JAX initializes its backends (XLA reads XLA_FLAGS once).
+    Must run before JAX initializes its backends (XLA reads XLA_FLAGS once); calling it
+    again later, as the CLI does when a test or notebook runs it in-process, is harmless
+    as long as the flags were already set.
     """
+    flags = cpu_xla_flags(os.environ.get("XLA_FLAGS", ""))
     if "jax" in sys.modules:
         import jax
 
-        if jax._src.xla_bridge.backends_are_initialized():  # noqa: SLF001
+        initialized = jax._src.xla_bridge.backends_are_initialized()  # noqa: SLF001
+        if initialized and flags != os.environ.get("XLA_FLAGS"):
             raise RuntimeError("configure_jax() must be called before JAX is first used")
-    os.environ["XLA_FLAGS"] = cpu_xla_flags(os.environ.get("XLA_FLAGS", ""))
+    os.environ["XLA_FLAGS"] = flags
 
     import jax
 

@@ -80,6 +80,7 @@ class RunnerState:
     policy_carry: networks.LSTMCarry  # [B, lstm]
     value_carry: networks.LSTMCarry
     starts: jax.Array  # [B] bool: the next step begins an episode
+    episode_return: jax.Array  # [B] reward summed over each environment's current episode
     key: jax.Array
     update: jax.Array  # [] int
     adr: adr_lib.ADRState | None = None  # automatic domain randomization, when the env uses it
@@ -98,6 +99,7 @@ class Transition:
     reward: jax.Array
     terminated: jax.Array
     truncated: jax.Array
+    episode_return: jax.Array  # return of the episode so far, this step's reward included
     metrics: dict[str, jax.Array]
 
 
@@ -136,15 +138,27 @@ def init(config: TrainConfig, env, key: jax.Array) -> RunnerState:
         policy_carry=policy_net.initial_carry(b),
         value_carry=value_net.initial_carry(b),
         starts=starts,
+        episode_return=jnp.zeros(b),
         key=key,
         update=jnp.zeros((), jnp.int32),
         adr=_adr_init(env),
     )
-    # train_chunk donates the runner and XLA cannot donate one buffer twice, but leaves here
-    # may share one: `initial_carry` gives c and h the same zeros, and an environment may
-    # put one array in several fields (the same obs for policy and value, one zero for
-    # reward, done and truncation). So every array gets its own buffer.
-    return jax.tree.map(lambda x: jnp.copy(x) if isinstance(x, jax.Array) else x, runner)
+    return own_buffers(runner)
+
+
+def own_buffers(tree: Any) -> Any:
+    """Every array of `tree` in a buffer of its own, committed to the default device.
+
+    train_chunk donates the runner and XLA cannot donate one buffer twice, but leaves may
+    share one: `initial_carry` gives c and h the same zeros, and an environment may put
+    one array in several fields (one zero for reward, done and truncation). Committing
+    matters too: jit keys its cache on it, and the arrays train_chunk returns are
+    committed, so an uncommitted first runner would compile train_chunk a second time.
+    """
+    device = jax.devices()[0]
+    return jax.tree.map(
+        lambda x: jax.device_put(jnp.copy(x), device) if isinstance(x, jax.Array) else x, tree
+    )
 
 
 def _adr_enabled(env) -> bool:
@@ -194,6 +208,8 @@ def rollout(config: TrainConfig, env, runner: RunnerState) -> tuple[RunnerState,
         action = networks.sample(dist, key)
         next_state = step(env_state, networks.env_action(dist, action))
         truncated = next_state.info["truncation"] > 0
+        done = next_state.done > 0
+        episode_return = r.episode_return + next_state.reward
         transition = Transition(
             policy_obs=env_state.obs["state"],
             value_obs=env_state.obs["privileged_state"],
@@ -202,15 +218,17 @@ def rollout(config: TrainConfig, env, runner: RunnerState) -> tuple[RunnerState,
             log_prob=networks.log_prob(dist, action),
             value=value,
             reward=next_state.reward,
-            terminated=(next_state.done > 0) & ~truncated,
+            terminated=done & ~truncated,
             truncated=truncated,
+            episode_return=episode_return,
             metrics=next_state.metrics,
         )
         r = r.replace(
             env_state=next_state,
             policy_carry=p_carry,
             value_carry=v_carry,
-            starts=next_state.done > 0,
+            starts=done,
+            episode_return=jnp.where(done, 0.0, episode_return),
         )
         return r, transition
 
@@ -241,6 +259,28 @@ def _loss(params: Params, config: TrainConfig, env, norm: Normalizers, batch: di
     _, value = networks.unroll(value_net, params.value, batch["value_carry"], v_obs, t.start)
     target = ppo.normalize(norm.returns, batch["returns"], clip=None)
     return ppo.ppo_loss(dist, t.action, t.log_prob, batch["advantages"], value, target, config.ppo)
+
+
+def policy_step(
+    config: TrainConfig,
+    action_size: int,
+    params: Params,
+    normalizers: Normalizers,
+    carry: networks.LSTMCarry,
+    obs: jax.Array,
+    start: jax.Array,
+    key: jax.Array | None = None,
+) -> tuple[networks.LSTMCarry, jax.Array]:
+    """One control step of the trained policy: raw observation [B, D] -> actions in
+    [-1, 1] [B, A]. The most likely action when `key` is None, a sample otherwise.
+
+    This is the policy as evaluated and exported: normalizer, network, action decoding.
+    """
+    policy_net, _ = _networks(config, action_size)
+    obs = ppo.normalize(normalizers.policy_obs, obs, config.ppo.obs_clip)
+    carry, dist = policy_net.apply(params.policy, carry, obs, start)
+    action = networks.mode(dist) if key is None else networks.sample(dist, key)
+    return carry, networks.env_action(dist, action)
 
 
 def env_minibatches(x: jax.Array, axis: int, order: jax.Array, num: int) -> jax.Array:
@@ -321,17 +361,23 @@ def update_step(config: TrainConfig, env, runner: RunnerState) -> tuple[RunnerSt
 
 def _rollout_metrics(t: Transition, values: jax.Array, returns: jax.Array) -> dict:
     """Means over the rollout (and spreads of what randomization sampled); episode
-    quantities are averaged over the episodes that ended."""
+    quantities are averaged over the episodes that ended (NaN when none did)."""
     done = (t.terminated | t.truncated).astype(jnp.float32)
-    episodes = jnp.maximum(done.sum(), 1.0)
+    episodes = done.sum()
+
+    def per_episode(x: jax.Array) -> jax.Array:
+        return jnp.where(episodes > 0, jnp.sum(x * done) / jnp.maximum(episodes, 1.0), jnp.nan)
+
     out = {
         "train/explained_variance": ppo.explained_variance(values, returns),
         "train/reward_per_step": jnp.mean(t.reward),
-        "train/episodes": done.sum(),
+        "train/episodes": episodes,
+        "train/episode_return": per_episode(t.episode_return),
+        "train/terminations_per_episode": per_episode(t.terminated.astype(jnp.float32)),
     }
     for name, value in t.metrics.items():
         if name.startswith(("env/successes", "env/episode_steps")):
-            out[f"{name}_at_end"] = jnp.sum(value * done) / episodes
+            out[f"{name}_at_end"] = per_episode(value)
         out[name] = jnp.mean(value)
         if name.startswith("dr/"):
             out[f"{name}_std"] = jnp.std(value)

@@ -291,6 +291,22 @@ def test_yaw_goals_rotate_about_vertical():
     )
 
 
+def test_yaw_turn_goals_turn_the_object_about_vertical_by_the_set_angle():
+    env = make_env(goal_distribution="yaw_turn", goal_turn=(0.6, 1.2))
+    current = wxyz(Rotation.random(100, random_state=3))
+    keys = jax.random.split(jax.random.key(5), 100)
+    goals = np.asarray(jax.vmap(env.sample_goal)(keys, jnp.asarray(current, jnp.float32)))
+    # goal = turn * current, so goal * current^-1 is a rotation about world z.
+    turn = rot(goals) * rot(current).inv()
+    rotvec = turn.as_rotvec()
+    np.testing.assert_allclose(rotvec[:, :2], 0.0, atol=2e-5)
+    angles = np.abs(rotvec[:, 2])
+    assert np.all((angles > 0.6 - 1e-4) & (angles < 1.2 + 1e-4))
+    assert (rotvec[:, 2] > 0).any() and (rotvec[:, 2] < 0).any()
+    with pytest.raises(ValueError, match="goal_turn"):
+        make_env(goal_turn=(1.0, 0.5))
+
+
 def _object_vertices(m):
     """Object vertices in the body frame, from the compiled model."""
     g = m.geom("object")

@@ -4,6 +4,9 @@ import subprocess
 import sys
 import textwrap
 
+import jax
+import pytest
+
 from dexjax import runtime
 
 FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
@@ -78,3 +81,11 @@ def test_watchdog_is_quiet_while_work_progresses():
     result = _run(script, timeout=25)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "done"
+
+
+def test_configure_jax_again_after_start_is_harmless_but_new_flags_are_refused(monkeypatch):
+    jax.numpy.zeros(1).block_until_ready()  # backends are up (conftest configured them)
+    runtime.configure_jax()  # the flags are already in place: nothing to do
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_thunk_runtime=false")
+    with pytest.raises(RuntimeError, match="before JAX is first used"):
+        runtime.configure_jax()

@@ -1,0 +1,102 @@
+"""Checkpoints of a training run with orbax: what learning has gathered, not the simulation.
+
+A checkpoint holds the networks' parameters, the optimizer state, the running normalizers,
+ADR's state, the trainer's key and the update count. Environments are not saved: a
+resumed run starts fresh episodes (a few megabytes per thousand environments are not worth
+writing every few minutes, and episodes are short). Orbax writes each checkpoint to a
+temporary directory and renames it when complete, so a killed run never leaves a
+half-written latest checkpoint.
+"""
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+from flax import struct
+
+from dexjax import train
+
+
+class CheckpointError(RuntimeError):
+    """A run directory has no usable checkpoint."""
+
+
+@struct.dataclass
+class LearnerState:
+    params: train.Params
+    opt_state: object
+    normalizers: train.Normalizers
+    adr: object  # adr.ADRState or None
+    key_data: jax.Array  # the trainer's PRNG key as raw uint32 data
+    update: jax.Array
+
+
+def learner_state(runner: train.RunnerState) -> LearnerState:
+    return LearnerState(
+        params=runner.params,
+        opt_state=runner.opt_state,
+        normalizers=runner.normalizers,
+        adr=runner.adr,
+        key_data=jax.random.key_data(runner.key),
+        update=runner.update,
+    )
+
+
+def with_learner_state(runner: train.RunnerState, learner: LearnerState) -> train.RunnerState:
+    """`runner` (fresh environments) carrying the restored learning state."""
+    runner = runner.replace(
+        params=learner.params,
+        opt_state=learner.opt_state,
+        normalizers=learner.normalizers,
+        adr=learner.adr,
+        key=jax.random.wrap_key_data(learner.key_data),
+        update=learner.update,
+    )
+    if learner.adr is not None:
+        # Environments read ADR's current ranges from their own state.
+        batch = runner.starts.shape[0]
+        ranges = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch, *x.shape)), learner.adr.ranges)
+        domain = runner.env_state.domain.replace(ranges=ranges)
+        runner = runner.replace(env_state=runner.env_state.replace(domain=domain))
+    return train.own_buffers(runner)
+
+
+def manager(directory: pathlib.Path, keep: int = 3) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        pathlib.Path(directory).absolute(),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, enable_async_checkpointing=False
+        ),
+    )
+
+
+def save(mngr: ocp.CheckpointManager, runner: train.RunnerState) -> int:
+    """Write the runner's learning state as the checkpoint of its update count."""
+    state = jax.device_get(learner_state(runner))
+    step = int(state.update)
+    mngr.save(step, args=ocp.args.StandardSave(state))
+    mngr.wait_until_finished()
+    return step
+
+
+def restore(
+    mngr: ocp.CheckpointManager, config: train.TrainConfig, env, step: int | None = None
+) -> LearnerState:
+    """The checkpoint of update `step` (default: the latest) of a run of `config` on `env`."""
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        raise CheckpointError(f"no checkpoint in {mngr.directory}")
+    if step not in mngr.all_steps():
+        raise CheckpointError(f"no checkpoint of update {step} in {mngr.directory}")
+    # The shapes of a fresh learner, traced without running anything.
+    target = jax.eval_shape(
+        lambda key: learner_state(train.init(config, env, key)), jax.random.key(0)
+    )
+    try:
+        return mngr.restore(step, args=ocp.args.StandardRestore(target))
+    except Exception as error:  # orbax raises several kinds for damaged files
+        raise CheckpointError(
+            f"checkpoint {step} in {mngr.directory} cannot be read ({type(error).__name__}: "
+            f"{error}); delete that step's directory to fall back to an earlier one"
+        ) from error

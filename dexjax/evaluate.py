@@ -1,0 +1,221 @@
+"""The paper's evaluation protocol (Section 6.2, Table 3): consecutive successes.
+
+A trial is one episode of the trained environment's task, with its randomizations: the
+goal is redrawn after each success (rotation within 0.4 rad of the goal), and the trial
+ends when the object is dropped, after 50 successes, or when 80 s pass without a success.
+Its score is the number of goals reached. Trials run as one batch of environments; the
+policy acts deterministically (its most likely action) unless asked to sample.
+"""
+
+import dataclasses
+import math
+import pathlib
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from dexjax import checkpoint, networks, train
+from dexjax import config as config_lib
+from dexjax import env as env_lib
+
+TIMEOUT_S = 80.0
+MAX_SUCCESSES = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    trials: int = 100
+    seed: int = 12345
+    policy: Literal["trained", "random"] = "trained"
+    sample: bool = False
+    """Sample actions from the policy instead of taking the most likely one."""
+    timeout_s: float = TIMEOUT_S
+    """Simulated time without a success that ends a trial (the paper's 80 s)."""
+    steps_per_call: int = 50
+    """Control steps per compiled call (the host checks for finished trials between)."""
+
+    def __post_init__(self):
+        if self.trials < 1 or self.steps_per_call < 1 or self.timeout_s <= 0:
+            raise ValueError("trials, steps_per_call and timeout_s must be positive")
+        if self.policy not in ("trained", "random"):
+            raise ValueError(f"policy must be 'trained' or 'random', not {self.policy!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+    successes: np.ndarray  # [trials] consecutive successes, in trial order
+    dropped: np.ndarray  # [trials] bool: the trial ended with a drop
+    timed_out: np.ndarray  # [trials] bool: 80 s passed without a success
+    steps: np.ndarray  # [trials] control steps the trial lasted
+    returns: np.ndarray  # [trials] reward summed over the trial
+    checkpoint_update: int | None
+
+    def summary(self) -> dict:
+        s = self.successes
+        return {
+            "trials": len(s),
+            "mean": float(np.mean(s)),
+            "std": float(np.std(s)),
+            "median": float(np.median(s)),
+            "sorted": sorted(int(x) for x in s),
+            "drops": int(self.dropped.sum()),
+            "timeouts": int(self.timed_out.sum()),
+            "max_successes": int((s >= MAX_SUCCESSES).sum()),
+            "mean_steps": float(np.mean(self.steps)),
+            "mean_return": float(np.mean(self.returns)),
+            "checkpoint_update": self.checkpoint_update,
+        }
+
+
+def eval_env_config(env_config: env_lib.EnvConfig, timeout_s: float = TIMEOUT_S):
+    """The training task with the protocol's limits: 50 successes, 80 s per goal."""
+    return dataclasses.replace(
+        env_config,
+        max_successes=MAX_SUCCESSES,
+        steps_without_success=max(1, int(round(timeout_s / env_config.control_dt))),
+    )
+
+
+@struct.dataclass
+class _Trials:
+    env_state: env_lib.State
+    carry: networks.LSTMCarry
+    start: jax.Array  # [N] the next step starts an episode
+    finished: jax.Array  # [N] the trial's first episode has ended
+    successes: jax.Array  # [N]
+    dropped: jax.Array
+    timed_out: jax.Array
+    steps: jax.Array
+    returns: jax.Array
+    key: jax.Array
+
+
+def load_learner(
+    run_dir: pathlib.Path, run_config: config_lib.RunConfig, env, step: int | None = None
+) -> checkpoint.LearnerState:
+    """The learning state of a run's checkpoint (the latest unless `step` is given)."""
+    mngr = checkpoint.manager(pathlib.Path(run_dir) / "checkpoints")
+    try:
+        return checkpoint.restore(mngr, run_config.train, env, step)
+    finally:
+        mngr.close()
+
+
+def evaluate(
+    run_config: config_lib.RunConfig,
+    learner: checkpoint.LearnerState | None,
+    config: EvalConfig = EvalConfig(),
+    progress: bool = True,
+) -> EvalResult:
+    """Run `config.trials` trials of the protocol with the learner's policy (or random)."""
+    from tqdm import tqdm
+
+    env = env_lib.HandEnv(eval_env_config(run_config.env, config.timeout_s))
+    tc = run_config.train
+    if config.policy == "trained" and learner is None:
+        raise ValueError("a trained policy needs a checkpoint")
+    n = config.trials
+    bins = run_config.env.action_bins
+
+    def act(trials: _Trials, learner: checkpoint.LearnerState | None, key: jax.Array):
+        obs = trials.env_state.obs["state"]
+        if config.policy == "random":
+            if bins:
+                index = jax.random.randint(key, (n, env.action_size), 0, bins)
+                return trials.carry, networks.bins_to_action(index, bins)
+            return trials.carry, jax.random.uniform(key, (n, env.action_size), minval=-1.0)
+        return train.policy_step(
+            tc,
+            env.action_size,
+            learner.params,
+            learner.normalizers,
+            trials.carry,
+            obs,
+            trials.start,
+            key if config.sample else None,
+        )
+
+    def one_step(trials: _Trials, learner: checkpoint.LearnerState | None):
+        key, key_act = jax.random.split(trials.key)
+        carry, action = act(trials, learner, key_act)
+        state = jax.vmap(env.step)(trials.env_state, action)
+        m = state.metrics
+        ends = (m["env/episode_done"] > 0) & ~trials.finished
+        truncated = state.info["truncation"] > 0
+        trials = trials.replace(
+            env_state=state,
+            carry=carry,
+            start=state.done > 0,
+            finished=trials.finished | ends,
+            successes=jnp.where(ends, m["env/successes"], trials.successes),
+            dropped=jnp.where(ends, m["env/dropped"] > 0, trials.dropped),
+            timed_out=jnp.where(
+                ends, truncated & (m["env/successes"] < MAX_SUCCESSES), trials.timed_out
+            ),
+            steps=trials.steps + (~trials.finished).astype(jnp.int32),
+            returns=trials.returns + jnp.where(trials.finished, 0.0, state.reward),
+            key=key,
+        )
+        return trials
+
+    @jax.jit
+    def run_steps(trials: _Trials, learner: checkpoint.LearnerState | None) -> _Trials:
+        return jax.lax.fori_loop(
+            0, config.steps_per_call, lambda _, t: one_step(t, learner), trials
+        )
+
+    @jax.jit
+    def start(key: jax.Array) -> _Trials:
+        key_reset, key = jax.random.split(key)
+        state = jax.vmap(env.reset)(jax.random.split(key_reset, n))
+        zeros = jnp.zeros(n)
+        return _Trials(
+            env_state=state,
+            carry=networks.initial_carry(n, tc.network.lstm),
+            start=jnp.ones(n, bool),
+            finished=jnp.zeros(n, bool),
+            successes=zeros,
+            dropped=jnp.zeros(n, bool),
+            timed_out=jnp.zeros(n, bool),
+            steps=jnp.zeros(n, jnp.int32),
+            returns=zeros,
+            key=key,
+        )
+
+    trials = start(jax.random.key(config.seed))
+    # The longest possible trial: 50 goals, each reached just before its timeout.
+    limit = MAX_SUCCESSES * env.config.steps_without_success + 1
+    bar = tqdm(total=n, unit="trial", desc="evaluating", disable=not progress)
+    done = 0
+    for _ in range(math.ceil(limit / config.steps_per_call)):
+        trials = run_steps(trials, learner)
+        finished = int(jax.device_get(trials.finished).sum())
+        bar.update(finished - done)
+        done = finished
+        if done == n:
+            break
+    bar.close()
+    out = jax.device_get(trials)
+    return EvalResult(
+        successes=np.asarray(out.successes).astype(int),
+        dropped=np.asarray(out.dropped),
+        timed_out=np.asarray(out.timed_out),
+        steps=np.asarray(out.steps),
+        returns=np.asarray(out.returns),
+        checkpoint_update=None if learner is None else int(learner.update),
+    )
+
+
+def format_summary(summary: dict, label: str) -> str:
+    """A line in the paper's format: mean ± std, median, and the sorted trials."""
+    return (
+        f"{label}: {summary['mean']:.1f} ± {summary['std']:.1f} consecutive successes "
+        f"(median {summary['median']:.0f}, {summary['trials']} trials; "
+        f"{summary['drops']} drops, {summary['timeouts']} timeouts, "
+        f"{summary['max_successes']} reached {MAX_SUCCESSES}; "
+        f"mean return {summary['mean_return']:.1f})\n"
+        f"sorted trials: {summary['sorted']}"
+    )

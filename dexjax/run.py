@@ -1,0 +1,207 @@
+"""A training run on the host: a run directory, the compiled chunks, logs and checkpoints.
+
+    run_dir/
+      config.json        the RunConfig (and the preset and package versions it came from)
+      metrics.jsonl      one row per PPO update (see dexjax.logs)
+      tensorboard/       TensorBoard event files
+      checkpoints/<update>/   orbax checkpoints of the learning state (dexjax.checkpoint)
+      curves.png         learning curves, drawn when the run ends
+
+`train(run_dir, config)` starts a run; `train(run_dir, resume=True)` continues one from its
+last checkpoint. Between compiled chunks of `updates_per_chunk` PPO updates the host only
+logs, draws the progress bar and checkpoints.
+"""
+
+import dataclasses
+import importlib.metadata
+import json
+import pathlib
+import time
+
+import jax
+import numpy as np
+
+from dexjax import checkpoint, logs, runtime
+from dexjax import config as config_lib
+from dexjax import env as env_lib
+from dexjax import train as train_lib
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+VERSIONED = ("dexjax", "jax", "jaxlib", "mujoco", "mujoco-mjx", "flax", "optax", "brax")
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used the way it was asked for."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    run_dir: pathlib.Path
+    config: config_lib.RunConfig
+    update: int  # PPO updates done
+    env_steps: int
+    seconds: float  # wall-clock time of this invocation
+    last_metrics: dict
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in VERSIONED:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def write_config(run_dir: pathlib.Path, config: config_lib.RunConfig, preset: str) -> None:
+    record = {
+        "preset": preset,
+        "config": config_lib.to_dict(config),
+        "versions": versions(),
+        "backend": jax.default_backend(),
+    }
+    (run_dir / CONFIG_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def read_config(run_dir: pathlib.Path) -> config_lib.RunConfig:
+    path = pathlib.Path(run_dir) / CONFIG_FILE
+    if not path.exists():
+        raise RunDirError(f"{run_dir} holds no dexjax run (no {CONFIG_FILE})")
+    try:
+        record = json.loads(path.read_text())
+        return config_lib.from_dict(record["config"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise RunDirError(f"{path} is not a readable run config: {error}") from error
+
+
+def holds_run(run_dir: pathlib.Path) -> bool:
+    run_dir = pathlib.Path(run_dir)
+    return (run_dir / CONFIG_FILE).exists() or (run_dir / CHECKPOINT_DIR).exists()
+
+
+def make_env(config: config_lib.RunConfig) -> env_lib.HandEnv:
+    return env_lib.HandEnv(config.env)
+
+
+def _rows(metrics: dict, first_update: int, config: config_lib.RunConfig, seconds: float):
+    """One log row per update of a chunk's [updates, ...] metrics."""
+    metrics = jax.device_get(metrics)
+    n = config.train.updates_per_chunk
+    per_update_s = seconds / n
+    steps_per_update = config.train.steps_per_update
+    for i in range(n):
+        update = first_update + i + 1
+        row = {"update": update, "env_steps": update * steps_per_update}
+        row.update({k: np.asarray(v[i]).item() for k, v in metrics.items()})
+        row["train/learning_rate"] = config.train.ppo.lr
+        row["time/env_steps_per_s"] = steps_per_update / per_update_s
+        yield row
+
+
+def _summary(row: dict) -> dict[str, str]:
+    def fmt(key, spec):
+        value = row.get(key)
+        return "-" if value is None or not np.isfinite(value) else format(value, spec)
+
+    return {
+        "succ": fmt("env/successes_at_end", ".2f"),
+        "return": fmt("train/episode_return", ".1f"),
+        "drops": fmt("train/terminations_per_episode", ".2f"),
+        "steps/s": fmt("time/env_steps_per_s", ".0f"),
+    }
+
+
+def train(
+    run_dir: str | pathlib.Path,
+    config: config_lib.RunConfig | None = None,
+    *,
+    preset: str = "custom",
+    resume: bool = False,
+    max_chunks: int | None = None,
+    progress: bool = True,
+    tensorboard: bool = True,
+    watchdog_s: float = 3600.0,
+) -> RunResult:
+    """Train into `run_dir` (a new run from `config`, or the run there when `resume`).
+
+    `max_chunks` stops this invocation early (the run can be resumed later).
+    """
+    from tqdm import tqdm
+
+    run_dir = pathlib.Path(run_dir)
+    if resume:
+        if config is not None:
+            raise RunDirError("a resumed run uses the config saved in its run directory")
+        config = read_config(run_dir)
+    else:
+        if config is None:
+            raise ValueError("a new run needs a config")
+        if holds_run(run_dir):
+            raise RunDirError(
+                f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                "or choose another --run-dir"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(run_dir, config, preset)
+
+    env = make_env(config)
+    tc = config.train
+    mngr = checkpoint.manager(run_dir / CHECKPOINT_DIR, keep=config.checkpoints_to_keep)
+    start = time.perf_counter()
+    with runtime.Watchdog(timeout_s=watchdog_s) as watchdog:
+        if resume:
+            if mngr.latest_step() is None:
+                raise checkpoint.CheckpointError(
+                    f"{run_dir} has no checkpoint to resume from; start it again instead"
+                )
+            # Fresh episodes for the resumed run, from a key the original run never used.
+            env_key = jax.random.fold_in(jax.random.key(tc.seed), mngr.latest_step())
+            runner = train_lib.init(tc, env, env_key)
+            learner = checkpoint.restore(mngr, tc, env)
+            runner = checkpoint.with_learner_state(runner, learner)
+        else:
+            runner = train_lib.init(tc, env, jax.random.key(tc.seed))
+        update = int(runner.update)
+        total = config.updates
+        log = logs.MetricsLog(run_dir, tensorboard=tensorboard)
+        bar = tqdm(
+            total=total, initial=update, unit="update", disable=not progress, dynamic_ncols=True
+        )
+        chunks = 0
+        row: dict = {}
+        try:
+            while update < total and (max_chunks is None or chunks < max_chunks):
+                t0 = time.perf_counter()
+                runner, metrics = train_lib.train_chunk(tc, env, runner)
+                metrics = jax.block_until_ready(metrics)
+                seconds = time.perf_counter() - t0
+                for row in _rows(metrics, update, config, seconds):
+                    row["time/elapsed_s"] = time.perf_counter() - start
+                    log.write(row)
+                log.flush()
+                update += tc.updates_per_chunk
+                chunks += 1
+                bar.update(tc.updates_per_chunk)
+                bar.set_postfix(_summary(row))
+                watchdog.beat()
+                if chunks % config.checkpoint_every == 0 or update >= total:
+                    checkpoint.save(mngr, runner)
+            if chunks and mngr.latest_step() != update:
+                checkpoint.save(mngr, runner)
+        finally:
+            bar.close()
+            log.close()
+            mngr.close()
+    rows = logs.read_metrics(run_dir, max_update=update)
+    if rows:
+        logs.plot_curves(rows, run_dir / logs.CURVES_FILE, title=str(run_dir))
+    return RunResult(
+        run_dir=run_dir,
+        config=config,
+        update=update,
+        env_steps=update * tc.steps_per_update,
+        seconds=time.perf_counter() - start,
+        last_metrics=row,
+    )

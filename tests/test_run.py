@@ -1,0 +1,284 @@
+"""Training runs on the hand: run directory, logs, checkpoints, resume after a kill, eval.
+
+One small config (the smoke preset with ADR moving fast) is compiled once and shared: the
+uninterrupted run, the killed-and-resumed run (a subprocess, same compiled function via
+the persistent cache) and the evaluation all use it.
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from dexjax import adr, checkpoint, cli, evaluate, logs, run, train
+from dexjax import config as config_lib
+
+UPDATES_PER_CHUNK = 2
+STEPS_PER_UPDATE = 4 * 8  # smoke envs x rollout length below
+OVERRIDES = [
+    # ADR with zero thresholds and one-episode buffers widens a range whenever a boundary
+    # episode ends, so its state visibly changes within a few updates.
+    "env.adr.enabled=true",
+    "env.adr.boundary_prob=1",
+    "env.adr.buffer_size=1",
+    "env.adr.threshold_low=0",
+    "env.adr.threshold_high=0",
+    "env.steps_without_success=10",  # short episodes, so some end within the run
+    "train.rollout_length=8",
+    f"train.updates_per_chunk={UPDATES_PER_CHUNK}",
+    "checkpoint_every=1",
+]
+
+
+def _config(updates: int) -> config_lib.RunConfig:
+    return config_lib.override(
+        config_lib.preset("smoke"), [*OVERRIDES, f"total_env_steps={updates * STEPS_PER_UPDATE}"]
+    )
+
+
+FULL_UPDATES = 6
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> run.RunResult:
+    run_dir = tmp_path_factory.mktemp("runs") / "a"
+    return run.train(run_dir, _config(FULL_UPDATES), preset="smoke", progress=False)
+
+
+def test_adr_moves_ranges_inside_the_compiled_loop():
+    config = _config(FULL_UPDATES)
+    env = run.make_env(config)
+    runner = train.init(config.train, env, jax.random.key(0))
+    start = adr.init(config.env.adr, config.env.randomization).ranges
+    np.testing.assert_array_equal(runner.adr.ranges.low, start.low)
+
+    runner, metrics = train.train_chunk(config.train, env, runner)
+    compiled = train.train_chunk._cache_size()
+    runner, metrics = train.train_chunk(config.train, env, runner)
+    # The runner train_chunk returns has the types of the one init made: no second compile.
+    assert train.train_chunk._cache_size() == compiled
+    metrics = jax.device_get(metrics)
+    assert int(runner.update) == 2 * UPDATES_PER_CHUNK
+    assert all(np.all(np.isfinite(v)) for k, v in metrics.items() if k.startswith("loss/"))
+    # Episodes ended, so ADR widened some range, and every environment now samples from
+    # ADR's ranges (they live in each environment's state: no recompilation).
+    assert metrics["train/episodes"].sum() > 0
+    width = np.asarray(runner.adr.ranges.high - runner.adr.ranges.low)
+    assert width.max() > 0
+    for env_index in range(config.train.num_envs):
+        np.testing.assert_array_equal(
+            runner.env_state.domain.ranges.high[env_index], runner.adr.ranges.high
+        )
+
+
+def test_run_writes_config_metrics_tensorboard_and_curves(finished_run):
+    run_dir = finished_run.run_dir
+    assert finished_run.update == FULL_UPDATES
+    assert run.read_config(run_dir) == _config(FULL_UPDATES)
+    record = json.loads((run_dir / run.CONFIG_FILE).read_text())
+    assert record["preset"] == "smoke" and record["versions"]["jax"] == jax.__version__
+
+    rows = logs.read_metrics(run_dir)
+    assert [r["update"] for r in rows] == list(range(1, FULL_UPDATES + 1))
+    assert [r["env_steps"] for r in rows] == [u * STEPS_PER_UPDATE for u in range(1, 7)]
+    for name in (
+        "loss/policy",
+        "loss/value",
+        "loss/entropy",
+        "loss/approx_kl",
+        "loss/clipfrac",
+        "train/explained_variance",
+        "train/learning_rate",
+        "train/episode_return",
+        "train/terminations_per_episode",
+        "env/successes_at_end",
+        "env/episode_steps_at_end",
+        "reward/drop",
+        "dr/mass_scale_std",
+        "adr/entropy",
+        "time/env_steps_per_s",
+    ):
+        assert name in rows[-1], name
+    assert all(r["time/env_steps_per_s"] > 0 for r in rows)
+    assert all(np.isfinite(r["loss/entropy"]) for r in rows)
+
+    events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    png = (run_dir / logs.CURVES_FILE).read_bytes()
+    assert png.startswith(b"\x89PNG")
+
+
+def _learner(run_dir: pathlib.Path, step: int | None = None) -> checkpoint.LearnerState:
+    config = run.read_config(run_dir)
+    return evaluate.load_learner(run_dir, config, run.make_env(config), step)
+
+
+def test_checkpoint_holds_the_learning_state(finished_run):
+    learner = _learner(finished_run.run_dir)
+    assert int(learner.update) == FULL_UPDATES
+    # The normalizers saw every observation of every update once.
+    steps = FULL_UPDATES * STEPS_PER_UPDATE
+    assert int(learner.normalizers.policy_obs.count.to_numpy()) == steps
+    assert int(learner.normalizers.value_obs.count.to_numpy()) == steps
+    # ADR's state is in it, and it moved away from its start.
+    assert learner.adr is not None
+    assert float(np.max(learner.adr.ranges.high - learner.adr.ranges.low)) > 0
+    # Only `checkpoints_to_keep` checkpoints stay.
+    mngr = checkpoint.manager(finished_run.run_dir / run.CHECKPOINT_DIR)
+    assert mngr.all_steps() == [2, 4, 6]
+    mngr.close()
+
+
+def test_a_run_dir_holding_a_run_is_refused(finished_run):
+    with pytest.raises(run.RunDirError, match="already holds a run.*--resume"):
+        run.train(finished_run.run_dir, _config(FULL_UPDATES), progress=False)
+
+
+def _finished_steps(run_dir: pathlib.Path) -> list[int]:
+    ckpt = run_dir / run.CHECKPOINT_DIR
+    if not ckpt.exists():
+        return []
+    return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
+
+
+def test_resume_after_kill_reaches_the_end_without_losing_progress(finished_run, tmp_path):
+    updates = 20
+    run_dir = tmp_path / "killed"
+    command = [sys.executable, "-m", "dexjax.cli", "train", "--preset", "smoke"]
+    for item in [*OVERRIDES, f"total_env_steps={updates * STEPS_PER_UPDATE}"]:
+        command += ["--set", item]
+    command += ["--run-dir", str(run_dir), "--no-progress"]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    try:
+        while not [s for s in _finished_steps(run_dir) if s >= 2 * UPDATES_PER_CHUNK]:
+            assert child.poll() is None, child.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the training process made no checkpoint"
+            time.sleep(0.05)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    killed_at = max(_finished_steps(run_dir))
+    assert 2 * UPDATES_PER_CHUNK <= killed_at < updates, "the run was not killed mid-run"
+
+    result = run.train(run_dir, resume=True, progress=False)
+    assert result.update == updates
+    assert result.env_steps == updates * STEPS_PER_UPDATE
+    learner = _learner(run_dir)
+    assert int(learner.update) == updates
+    # Nothing the checkpoint held was lost and nothing was counted twice: the statistics
+    # saw exactly one observation per env step of the whole run.
+    assert int(learner.normalizers.policy_obs.count.to_numpy()) == updates * STEPS_PER_UPDATE
+    rows = logs.read_metrics(run_dir)
+    assert [r["update"] for r in rows] == list(range(1, updates + 1))
+
+    # A finished run resumed again has nothing left to do.
+    assert run.train(run_dir, resume=True, progress=False).update == updates
+
+
+def test_resume_needs_a_run_and_a_checkpoint(tmp_path):
+    with pytest.raises(run.RunDirError, match="holds no dexjax run"):
+        run.train(tmp_path / "nothing", resume=True, progress=False)
+    run_dir = tmp_path / "no-checkpoint"
+    run_dir.mkdir()
+    run.write_config(run_dir, _config(FULL_UPDATES), "smoke")
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint to resume from"):
+        run.train(run_dir, resume=True, progress=False)
+
+
+def test_a_damaged_checkpoint_is_a_clear_error(finished_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "damaged"
+    shutil.copytree(finished_run.run_dir, run_dir)
+    latest = run_dir / run.CHECKPOINT_DIR / str(FULL_UPDATES)
+    for path in latest.rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"not a checkpoint")
+    with pytest.raises(checkpoint.CheckpointError, match=f"checkpoint {FULL_UPDATES} .* cannot"):
+        _learner(run_dir)
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint of update 5"):
+        _learner(run_dir, step=5)
+
+
+def test_eval_reports_the_protocols_numbers(finished_run):
+    # A short timeout keeps trials short; the protocol's 80 s is the command's default.
+    config = run.read_config(finished_run.run_dir)
+    learner = _learner(finished_run.run_dir)
+    eval_config = evaluate.EvalConfig(trials=4, timeout_s=2.0)
+    result = evaluate.evaluate(config, learner, eval_config, progress=False)
+    summary = result.summary()
+    assert summary["trials"] == 4 and len(summary["sorted"]) == 4
+    assert summary["sorted"] == sorted(summary["sorted"])
+    assert summary["checkpoint_update"] == FULL_UPDATES
+    # Every trial ended, each in exactly one way.
+    assert np.all(result.dropped | result.timed_out | (result.successes >= 50))
+    assert np.all(result.steps > 0)
+    # A trial that timed out lasted at least the timeout.
+    assert np.all(result.steps[result.timed_out] >= 25)  # 2 s of 80 ms steps
+
+    text = evaluate.format_summary(summary, "smoke")
+    assert "consecutive successes" in text and "sorted trials" in text
+
+
+def test_eval_command_writes_json(finished_run, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    code = cli.main(
+        [
+            "eval",
+            str(finished_run.run_dir),
+            "--trials",
+            "4",
+            "--timeout",
+            "2",
+            "--json",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["trials"] == 4 and data["policy"] == "trained"
+    assert "consecutive successes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--preset", "fast"], "unknown preset 'fast'"),
+        (["train", "--preset", "smoke", "--set", "train.num_envs=many"], "takes an integer"),
+        (["train", "--preset", "smoke", "--set", "train.nope=1"], "unknown config key"),
+        (["eval", "/nonexistent/run"], "holds no dexjax run"),
+    ],
+)
+def test_cli_bad_input_is_a_clear_error(argv, message, capsys):
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_refuses_a_used_run_dir(finished_run, capsys):
+    argv = ["train", "--preset", "smoke", "--run-dir", str(finished_run.run_dir)]
+    assert cli.main(argv) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_cli_resume_takes_no_new_config():
+    with pytest.raises(SystemExit, match="--resume takes the run's own config"):
+        cli.main(["train", "--resume", "x", "--preset", "smoke"])
+
+
+def test_show_config_prints_the_overridden_config(capsys):
+    assert cli.main(["train", "--preset", "cpu", "--set", "train.num_envs=8", "--show-config"]) == 0
+    shown = config_lib.from_json(capsys.readouterr().out)
+    assert shown.train.num_envs == 8
+    assert dataclasses.replace(shown, train=config_lib.preset("cpu").train) == config_lib.preset(
+        "cpu"
+    )
