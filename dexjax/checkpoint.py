@@ -11,7 +11,6 @@ half-written latest checkpoint.
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import struct
 
@@ -49,16 +48,11 @@ def with_learner_state(runner: train.RunnerState, learner: LearnerState) -> trai
         params=learner.params,
         opt_state=learner.opt_state,
         normalizers=learner.normalizers,
-        adr=learner.adr,
         key=jax.random.wrap_key_data(learner.key_data),
         update=learner.update,
     )
     if learner.adr is not None:
-        # Environments read ADR's current ranges from their own state.
-        batch = runner.starts.shape[0]
-        ranges = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch, *x.shape)), learner.adr.ranges)
-        domain = runner.env_state.domain.replace(ranges=ranges)
-        runner = runner.replace(env_state=runner.env_state.replace(domain=domain))
+        runner = train.with_adr_state(runner, learner.adr)
     return train.own_buffers(runner)
 
 

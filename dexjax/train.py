@@ -184,11 +184,16 @@ def _adr_step(env, runner: RunnerState, t: "Transition") -> tuple[RunnerState, d
         t.metrics["env/successes"],
         t.metrics["env/episode_done"],
     )
+    return with_adr_state(runner, state), adr_lib.metrics(state)
+
+
+def with_adr_state(runner: RunnerState, state: adr_lib.ADRState) -> RunnerState:
+    """`runner` with ADR's `state`, its ranges handed to every environment (environments
+    read the ranges they sample from in their own state)."""
     batch = runner.starts.shape[0]
     ranges = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch, *x.shape)), state.ranges)
     domain = runner.env_state.domain.replace(ranges=ranges)
-    runner = runner.replace(adr=state, env_state=runner.env_state.replace(domain=domain))
-    return runner, adr_lib.metrics(state)
+    return runner.replace(adr=state, env_state=runner.env_state.replace(domain=domain))
 
 
 def rollout(config: TrainConfig, env, runner: RunnerState) -> tuple[RunnerState, Transition]:

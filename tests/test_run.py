@@ -282,3 +282,15 @@ def test_show_config_prints_the_overridden_config(capsys):
     assert dataclasses.replace(shown, train=config_lib.preset("cpu").train) == config_lib.preset(
         "cpu"
     )
+
+
+def test_plot_command_draws_curves_with_a_baseline(finished_run, tmp_path):
+    summary = {"policy": "random", "trials": 4, "mean": 0.25, "drops": 2, "mean_return": -3.0}
+    summary["mean_steps"] = 40.0
+    baseline = tmp_path / "random.json"
+    baseline.write_text(json.dumps(summary))
+    out = tmp_path / "curves.png"
+    argv = ["plot", str(finished_run.run_dir), "--baseline", str(baseline), "--out", str(out)]
+    assert cli.main(argv) == 0
+    assert out.read_bytes().startswith(b"\x89PNG")
+    assert logs.baseline_from_eval(summary)["train/terminations_per_episode"] == 0.5
