@@ -4,6 +4,7 @@ dexjax train [--preset NAME] [--run-dir DIR] [--set group.field=value ...] [--re
 dexjax eval RUN_DIR [--trials N] [--json FILE] [--policy trained|random]
 dexjax plot RUN_DIR [--baseline EVAL_JSON] [--out PNG]
 dexjax bench [--json FILE] [--batch 16 128] [--no-peers]
+dexjax export RUN_DIR --out DIR [--checkpoint N] [--opset N]
 """
 
 import argparse
@@ -78,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
         help="MJX implementations of the Playground peer to measure",
     )
     bench.add_argument("--json", metavar="FILE", help="write the rows as a JSON list")
+
+    export = sub.add_parser("export", help="write a trained policy as ONNX with its spec")
+    export.add_argument("run_dir", help="a run directory written by dexjax train")
+    export.add_argument("--out", required=True, help="directory for policy.onnx and its spec")
+    export.add_argument("--checkpoint", type=int, help="update of the checkpoint (default: latest)")
+    export.add_argument("--opset", type=int, help="ONNX opset, 13 to 26 (default: 17)")
     return parser
 
 
@@ -176,12 +183,25 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from dexjax import export
+
+    opset = export.DEFAULT_OPSET if args.opset is None else args.opset
+    result = export.export_policy(args.run_dir, args.out, step=args.checkpoint, opset=opset)
+    print(
+        f"exported update {result.checkpoint_update} of {args.run_dir} (opset {result.opset}): "
+        f"{result.policy_path}, {result.spec_path}; onnxruntime matches JAX within "
+        f"{result.max_abs_diff:.1e}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     runtime.configure_jax()
     from dexjax.checkpoint import CheckpointError
 
-    commands = {"train": _train, "eval": _eval, "plot": _plot, "bench": _bench}
+    commands = {"train": _train, "eval": _eval, "plot": _plot, "bench": _bench, "export": _export}
     try:
         return commands[args.command](args)
     except (ValueError, CheckpointError) as error:
