@@ -1,7 +1,7 @@
 """The `dexjax` command.
 
 dexjax train [--preset NAME] [--run-dir DIR] [--set group.field=value ...] [--resume DIR]
-dexjax eval RUN_DIR [--trials N] [--json FILE] [--policy trained|random]
+dexjax eval RUN_DIR [--trials N] [--json FILE] [--policy trained|random] [--video GIF]
 dexjax plot RUN_DIR [--baseline EVAL_JSON] [--out PNG]
 dexjax bench [--json FILE] [--batch 16 128] [--no-peers]
 dexjax export RUN_DIR --out DIR [--checkpoint N] [--opset N]
@@ -57,6 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--json", metavar="FILE", help="write the summary as JSON")
     ev.add_argument("--no-progress", action="store_true")
+    ev.add_argument(
+        "--video",
+        metavar="FILE",
+        help="also write a GIF of one trial (that of --trials 1 with this seed), all cameras",
+    )
+    ev.add_argument(
+        "--video-steps", type=int, default=300, help="control steps in the video at most"
+    )
+    ev.add_argument("--video-size", type=int, default=160, help="pixels of each camera image")
+    ev.add_argument("--video-only", action="store_true", help="write the video, skip the trials")
 
     plot = sub.add_parser("plot", help="draw a run's learning curves")
     plot.add_argument("run_dir")
@@ -117,6 +127,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     from dexjax import evaluate, run
 
+    if args.video_only and not args.video:
+        raise ValueError("--video-only needs --video FILE")
     run_dir = pathlib.Path(args.run_dir)
     config = run.read_config(run_dir)
     env = run.make_env(config)
@@ -130,6 +142,10 @@ def _eval(args: argparse.Namespace) -> int:
         sample=args.sample,
         timeout_s=args.timeout,
     )
+    if args.video:
+        _write_video(args, config, env, learner, eval_config)
+    if args.video_only:
+        return 0
     result = evaluate.evaluate(config, learner, eval_config, progress=not args.no_progress)
     summary = result.summary()
     label = f"{run_dir} ({args.policy} policy, update {summary['checkpoint_update']})"
@@ -140,6 +156,26 @@ def _eval(args: argparse.Namespace) -> int:
             json.dump({**record, **summary}, f, indent=2)
         print(f"wrote {args.json}")
     return 0
+
+
+def _write_video(args, config, env, learner, eval_config) -> None:
+    from dexjax import evaluate, render
+
+    if args.video_steps < 1 or args.video_size < 1:
+        raise ValueError("--video-steps and --video-size must be positive")
+    print(f"recording {args.video_steps} steps at most of one trial for {args.video}")
+    start = time.time()
+    rec = evaluate.record_trial(config, learner, eval_config, steps=args.video_steps)
+    renderer = render.Renderer(env.mj_model, width=args.video_size, height=args.video_size)
+    images = renderer.render(rec.qpos, rec.mocap_quat)
+    dt = env.config.control_dt
+    captions = [f"t={i * dt:.1f} s, {int(k)} successes" for i, k in enumerate(rec.successes)]
+    path = render.write_gif(render.tile(images), args.video, 1.0 / dt, captions)
+    end = "trial ended" if rec.ended else "trial goes on"
+    print(
+        f"wrote {path}: {len(images)} frames ({end}, {int(rec.successes[-1])} successes) "
+        f"in {time.time() - start:.0f} s"
+    )
 
 
 def _plot(args: argparse.Namespace) -> int:

@@ -219,3 +219,73 @@ def format_summary(summary: dict, label: str) -> str:
         f"mean return {summary['mean_return']:.1f})\n"
         f"sorted trials: {summary['sorted']}"
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialRecording:
+    qpos: np.ndarray  # [T, nq] the pose before each control step, then the last pose
+    mocap_quat: np.ndarray  # [T, nmocap, 4] the goal marker's orientation (the goal)
+    successes: np.ndarray  # [T] goals reached so far
+    ended: bool  # the trial ended (drop, timeout or 50 successes) within the recording
+
+
+def record_trial(
+    run_config: config_lib.RunConfig,
+    learner: checkpoint.LearnerState | None,
+    config: EvalConfig = EvalConfig(),
+    steps: int = 300,
+) -> TrialRecording:
+    """The poses of one trial, for a video: at most `steps` control steps of the trial that
+    `evaluate` runs with `config` and `trials=1` (only `seed`, `policy`, `sample` and
+    `timeout_s` of `config` are used). Frames stop where the trial ends."""
+    if steps < 1:
+        raise ValueError("steps must be positive")
+    if config.policy == "trained" and learner is None:
+        raise ValueError("a trained policy needs a checkpoint")
+    env = env_lib.HandEnv(eval_env_config(run_config.env, config.timeout_s))
+    tc = run_config.train
+    bins = run_config.env.action_bins
+
+    def step(carry, _):
+        state, lstm, start, key = carry
+        key, key_act = jax.random.split(key)
+        if config.policy == "random" and bins:
+            index = jax.random.randint(key_act, (1, env.action_size), 0, bins)
+            action = networks.bins_to_action(index, bins)
+        elif config.policy == "random":
+            action = jax.random.uniform(key_act, (1, env.action_size), minval=-1.0)
+        else:
+            lstm, action = train.policy_step(
+                tc,
+                env.action_size,
+                learner.params,
+                learner.normalizers,
+                lstm,
+                state.obs["state"],
+                start,
+                key_act if config.sample else None,
+            )
+        pose = (state.data.qpos[0], state.data.mocap_quat[0], state.task.successes[0])
+        state = jax.vmap(env.step)(state, action)
+        ends = state.metrics["env/episode_done"][0] > 0
+        return (state, lstm, state.done > 0, key), (pose, ends)
+
+    @jax.jit
+    def run(key: jax.Array, learner: checkpoint.LearnerState | None):
+        key_reset, key = jax.random.split(key)  # as in `evaluate`, with one trial
+        state = jax.vmap(env.reset)(jax.random.split(key_reset, 1))
+        carry = (state, networks.initial_carry(1, tc.network.lstm), jnp.ones(1, bool), key)
+        (last, *_), (poses, ends) = jax.lax.scan(step, carry, None, length=steps)
+        final = (last.data.qpos[0], last.data.mocap_quat[0], last.task.successes[0])
+        return poses, final, ends
+
+    poses, final, ends = jax.device_get(run(jax.random.key(config.seed), learner))
+    ends = np.asarray(ends)
+    ended = bool(ends.any())
+    # After its last step the environment has already reset: keep the poses before it.
+    count = int(np.argmax(ends)) + 1 if ended else steps + 1
+    qpos, mocap_quat, successes = (
+        np.concatenate([np.asarray(p), np.asarray(f)[None]])[:count]
+        for p, f in zip(poses, final, strict=True)
+    )
+    return TrialRecording(qpos=qpos, mocap_quat=mocap_quat, successes=successes, ended=ended)
