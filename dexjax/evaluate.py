@@ -70,6 +70,36 @@ class EvalResult:
         }
 
 
+def act(
+    run_config: config_lib.RunConfig,
+    env: env_lib.HandEnv,
+    config: EvalConfig,
+    learner: checkpoint.LearnerState | None,
+    carry: networks.LSTMCarry,
+    state: env_lib.State,
+    start: jax.Array,
+    key: jax.Array,
+) -> tuple[networks.LSTMCarry, jax.Array]:
+    """Actions [B, A] of a batch of environments: the trained policy (most likely action,
+    or sampled) or uniformly random bins (or values, for a continuous task)."""
+    if config.policy == "random":
+        shape = (start.shape[0], env.action_size)
+        bins = run_config.env.action_bins
+        if bins:
+            return carry, networks.bins_to_action(jax.random.randint(key, shape, 0, bins), bins)
+        return carry, jax.random.uniform(key, shape, minval=-1.0)
+    return train.policy_step(
+        run_config.train,
+        env.action_size,
+        learner.params,
+        learner.normalizers,
+        carry,
+        state.obs["state"],
+        start,
+        key if config.sample else None,
+    )
+
+
 def eval_env_config(env_config: env_lib.EnvConfig, timeout_s: float = TIMEOUT_S):
     """The training task with the protocol's limits: 50 successes, 80 s per goal."""
     return dataclasses.replace(
@@ -118,29 +148,12 @@ def evaluate(
     if config.policy == "trained" and learner is None:
         raise ValueError("a trained policy needs a checkpoint")
     n = config.trials
-    bins = run_config.env.action_bins
-
-    def act(trials: _Trials, learner: checkpoint.LearnerState | None, key: jax.Array):
-        obs = trials.env_state.obs["state"]
-        if config.policy == "random":
-            if bins:
-                index = jax.random.randint(key, (n, env.action_size), 0, bins)
-                return trials.carry, networks.bins_to_action(index, bins)
-            return trials.carry, jax.random.uniform(key, (n, env.action_size), minval=-1.0)
-        return train.policy_step(
-            tc,
-            env.action_size,
-            learner.params,
-            learner.normalizers,
-            trials.carry,
-            obs,
-            trials.start,
-            key if config.sample else None,
-        )
 
     def one_step(trials: _Trials, learner: checkpoint.LearnerState | None):
         key, key_act = jax.random.split(trials.key)
-        carry, action = act(trials, learner, key_act)
+        carry, action = act(
+            run_config, env, config, learner, trials.carry, trials.env_state, trials.start, key_act
+        )
         state = jax.vmap(env.step)(trials.env_state, action)
         m = state.metrics
         ends = (m["env/episode_done"] > 0) & ~trials.finished
@@ -244,27 +257,11 @@ def record_trial(
         raise ValueError("a trained policy needs a checkpoint")
     env = env_lib.HandEnv(eval_env_config(run_config.env, config.timeout_s))
     tc = run_config.train
-    bins = run_config.env.action_bins
 
     def step(carry, _):
         state, lstm, start, key = carry
         key, key_act = jax.random.split(key)
-        if config.policy == "random" and bins:
-            index = jax.random.randint(key_act, (1, env.action_size), 0, bins)
-            action = networks.bins_to_action(index, bins)
-        elif config.policy == "random":
-            action = jax.random.uniform(key_act, (1, env.action_size), minval=-1.0)
-        else:
-            lstm, action = train.policy_step(
-                tc,
-                env.action_size,
-                learner.params,
-                learner.normalizers,
-                lstm,
-                state.obs["state"],
-                start,
-                key_act if config.sample else None,
-            )
+        lstm, action = act(run_config, env, config, learner, lstm, state, start, key_act)
         pose = (state.data.qpos[0], state.data.mocap_quat[0], state.task.successes[0])
         state = jax.vmap(env.step)(state, action)
         ends = state.metrics["env/episode_done"][0] > 0
