@@ -5,12 +5,14 @@
 
 The ONNX model is generated from what JAX itself executes (the jaxpr of the function,
 with closed-over arrays as constants), not from a re-written copy of the network: every
-equation becomes one or a few ONNX nodes with the same semantics. Only the primitives a
-policy step uses are covered (dense layers, LSTM gates, normalization, argmax, casts,
-selects); anything else raises `UnsupportedPrimitiveError` naming the primitive.
+equation becomes one or a few ONNX nodes with the same semantics. The primitives covered
+are those of a policy step (dense layers, LSTM gates, normalization, argmax, casts,
+selects) and of the pose estimator (convolutions, max pooling, reductions, spatial
+softmax, slices); anything else raises `UnsupportedPrimitiveError` naming the primitive.
 
-Shapes may have one symbolic dimension (`batch`, from `jax.export.symbolic_shape`): it is
-read at run time from the first input's leading axis, so the graph takes any batch size.
+Shapes may have one symbolic dimension (`batch`, from `jax.export.symbolic_shape`), or
+integer multiples of it (a reshape that folds the cameras into the batch): it is read at
+run time from the first input's leading axis, so the graph takes any batch size.
 
 Why not jax2onnx: jax2onnx 0.17.1 requires orbax-checkpoint < 0.11.37 while dexjax pins
 orbax-checkpoint 0.12.8, so the two cannot be installed together.
@@ -79,11 +81,26 @@ class _Graph:
         for d in dims:
             if isinstance(d, int):
                 parts.append(self.const(np.array([d], np.int64), "dim"))
-            elif self.batch is not None and d == self.batch.symbol:
+                continue
+            multiple = _batch_multiple(d, self.batch)
+            if multiple == 1:
                 parts.append(self.batch_size)
             else:
-                raise UnsupportedPrimitiveError(f"symbolic dimension {d} (only the batch one)")
+                count = self.const(np.array([multiple], np.int64), "dim")
+                parts.append(self.one("Mul", [self.batch_size, count]))
         return self.one("Concat", parts, axis=0)
+
+
+def _batch_multiple(d: Any, batch: Batch | None) -> int:
+    """k for a symbolic dimension d = k * batch; any other symbolic dimension is an error."""
+    if batch is not None:
+        try:
+            k = d // batch.symbol
+        except Exception:  # jax's symbolic arithmetic cannot divide: not a multiple
+            k = None
+        if isinstance(k, int) and k > 0 and d == k * batch.symbol:
+            return k
+    raise UnsupportedPrimitiveError(f"symbolic dimension {d} (only multiples of the batch)")
 
 
 def _onnx_dtype(dtype: Any) -> int:
@@ -96,10 +113,9 @@ def _dims(shape: Sequence[Any], batch: Batch | None) -> list[Any]:
     for d in shape:
         if isinstance(d, int):
             out.append(d)
-        elif batch is not None and d == batch.symbol:
-            out.append("batch")
         else:
-            raise UnsupportedPrimitiveError(f"symbolic dimension {d} (only the batch one)")
+            k = _batch_multiple(d, batch)
+            out.append("batch" if k == 1 else f"{k}*batch")
     return out
 
 
@@ -122,6 +138,7 @@ _ELEMENTWISE = {
     "sqrt": "Sqrt",
     "copy": "Identity",
     "copy_p": "Identity",
+    "stop_gradient": "Identity",
 }
 
 
@@ -148,6 +165,7 @@ def _round(g: _Graph, eqn, ins: list[str]) -> list[str]:
 
 
 def _dot_general(g: _Graph, eqn, ins: list[str]) -> list[str]:
+    """x[..., k] @ w[k, n] as MatMul; any other contraction as an Einsum."""
     (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = eqn.params["dimension_numbers"]
     lhs, rhs = (v.aval for v in eqn.invars)
     plain = (
@@ -157,16 +175,166 @@ def _dot_general(g: _Graph, eqn, ins: list[str]) -> list[str]:
         and tuple(rhs_contract) == (0,)
         and rhs.ndim == 2
     )
-    if not plain:
-        raise UnsupportedPrimitiveError(
-            f"dot_general with dimension_numbers {eqn.params['dimension_numbers']} "
-            "(only x[..., k] @ w[k, n])"
-        )
-    out = g.one("MatMul", ins)
+    if plain:
+        out = g.one("MatMul", ins)
+    else:
+        out = g.one("Einsum", ins, equation=_einsum_equation(lhs.ndim, rhs.ndim, eqn))
     want = eqn.outvars[0].aval.dtype
     if np.dtype(want) != np.dtype(lhs.dtype):
         out = g.one("Cast", [out], to=_onnx_dtype(want))
     return [out]
+
+
+def _einsum_equation(lhs_ndim: int, rhs_ndim: int, eqn) -> str:
+    """The Einsum of a dot_general: output axes are batch, lhs free, rhs free (lax's order)."""
+    (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = eqn.params["dimension_numbers"]
+    letters = iter("abcdefghijklmnopqrstuvwxyz")
+    lhs = [next(letters) for _ in range(lhs_ndim)]
+    rhs = [next(letters) for _ in range(rhs_ndim)]
+    pairs = zip(
+        list(lhs_contract) + list(lhs_batch), list(rhs_contract) + list(rhs_batch), strict=True
+    )
+    for i, j in pairs:
+        rhs[j] = lhs[i]
+    out = [lhs[i] for i in lhs_batch]
+    out += [lhs[i] for i in range(lhs_ndim) if i not in lhs_contract and i not in lhs_batch]
+    out += [rhs[j] for j in range(rhs_ndim) if j not in rhs_contract and j not in rhs_batch]
+    return f"{''.join(lhs)},{''.join(rhs)}->{''.join(out)}"
+
+
+def _conv(g: _Graph, eqn, ins: list[str]) -> list[str]:
+    """lax's convolution in any layout: transposed to ONNX's NCHW / OIHW and back."""
+    p = eqn.params
+    if any(d != 1 for d in p["lhs_dilation"]) or p["batch_group_count"] != 1:
+        raise UnsupportedPrimitiveError("conv_general_dilated with lhs dilation or batch groups")
+    lhs_spec, rhs_spec, out_spec = p["dimension_numbers"]
+    x = g.one("Transpose", [ins[0]], perm=list(lhs_spec))
+    w = g.one("Transpose", [ins[1]], perm=list(rhs_spec))
+    pads = [lo for lo, _ in p["padding"]] + [hi for _, hi in p["padding"]]
+    if min(pads) < 0:
+        raise UnsupportedPrimitiveError("conv_general_dilated with negative padding")
+    y = g.one(
+        "Conv",
+        [x, w],
+        strides=list(p["window_strides"]),
+        pads=pads,
+        dilations=list(p["rhs_dilation"]),
+        group=int(p["feature_group_count"]),
+    )
+    return [g.one("Transpose", [y], perm=[int(i) for i in np.argsort(out_spec)])]
+
+
+def _reduce_window_max(g: _Graph, eqn, ins: list[str]) -> list[str]:
+    """Max pooling over the axes whose window or stride is not 1; axis 0 is the batch."""
+    p = eqn.params
+    if any(d != 1 for d in (*p["base_dilation"], *p["window_dilation"])):
+        raise UnsupportedPrimitiveError("reduce_window_max with dilation")
+    window, strides, padding = p["window_dimensions"], p["window_strides"], p["padding"]
+    pooled = [i for i in range(len(window)) if window[i] != 1 or strides[i] != 1]
+    others = [i for i in range(1, len(window)) if i not in pooled]
+    if 0 in pooled or len(others) > 1:
+        raise UnsupportedPrimitiveError(f"reduce_window_max with window {window}")
+    perm = [0, *others, *pooled]
+    x = ins[0]
+    if not others:  # no channel axis: add a last one for MaxPool
+        x = g.one("Unsqueeze", [x, g.const(np.array([len(window)], np.int64), "axes")])
+        perm = [0, len(window), *pooled]
+    x = g.one("Transpose", [x], perm=perm)
+    y = g.one(
+        "MaxPool",
+        [x],
+        kernel_shape=[window[i] for i in pooled],
+        strides=[strides[i] for i in pooled],
+        pads=[padding[i][0] for i in pooled] + [padding[i][1] for i in pooled],
+    )
+    y = g.one("Transpose", [y], perm=[int(i) for i in np.argsort(perm)])
+    if not others:
+        y = g.one("Squeeze", [y, g.const(np.array([len(window)], np.int64), "axes")])
+    return [y]
+
+
+def _reduce(g: _Graph, eqn, ins: list[str]) -> list[str]:
+    op = {"reduce_sum": "ReduceSum", "reduce_max": "ReduceMax"}[eqn.primitive.name]
+    axes = [int(a) for a in eqn.params["axes"]]
+    # ReduceSum takes its axes as an input from opset 13, ReduceMax from opset 18.
+    if op == "ReduceSum" or g.opset >= 18:
+        return [g.one(op, [ins[0], g.const(np.array(axes, np.int64), "axes")], keepdims=0)]
+    return [g.one(op, ins, axes=axes, keepdims=0)]
+
+
+def _transpose(g: _Graph, eqn, ins: list[str]) -> list[str]:
+    return [g.one("Transpose", ins, perm=[int(i) for i in eqn.params["permutation"]])]
+
+
+def _slice(g: _Graph, eqn, ins: list[str]) -> list[str]:
+    p = eqn.params
+    n = len(p["start_indices"])
+    steps = p["strides"] or (1,) * n
+    return [
+        g.one(
+            "Slice",
+            [
+                ins[0],
+                g.const(np.array(p["start_indices"], np.int64), "starts"),
+                g.const(np.array(p["limit_indices"], np.int64), "ends"),
+                g.const(np.arange(n, dtype=np.int64), "axes"),
+                g.const(np.array(steps, np.int64), "steps"),
+            ],
+        )
+    ]
+
+
+def _gather(g: _Graph, eqn, ins: list[str]) -> list[str]:
+    """The one gather jnp indexing emits for `x[:, 3:]` under a symbolic batch: a block
+    of static size at start indices given as a vector, i.e. a Slice."""
+    p = eqn.params
+    dn = p["dimension_numbers"]
+    operand, indices = (v.aval for v in eqn.invars)
+    axes = [int(a) for a in dn.start_index_map]
+    sizes = p["slice_sizes"]
+    whole = [i for i in range(operand.ndim) if i not in axes]
+    is_slice = (
+        tuple(dn.offset_dims) == tuple(range(operand.ndim))
+        and not dn.collapsed_slice_dims
+        and not dn.operand_batching_dims
+        and tuple(indices.shape) == (len(axes),)
+        and all(isinstance(operand.shape[a], int) and isinstance(sizes[a], int) for a in axes)
+        and all(sizes[i] == operand.shape[i] for i in whole)
+    )
+    if not is_slice:
+        raise UnsupportedPrimitiveError(f"gather other than a static-size slice: {dn}")
+    # lax clamps start indices so the block stays inside the operand.
+    starts = g.one("Cast", [ins[1]], to=onnx.TensorProto.INT64)
+    highest = np.array([operand.shape[a] - sizes[a] for a in axes], np.int64)
+    starts = g.one(
+        "Min",
+        [
+            g.one("Max", [starts, g.const(np.zeros(len(axes), np.int64))]),
+            g.const(highest, "highest"),
+        ],
+    )
+    ends = g.one("Add", [starts, g.const(np.array([sizes[a] for a in axes], np.int64))])
+    return [g.one("Slice", [ins[0], starts, ends, g.const(np.array(axes, np.int64), "axes")])]
+
+
+def _iota(g: _Graph, eqn, ins: list[str]) -> list[str]:
+    p = eqn.params
+    shape = tuple(p["shape"])
+    if not all(isinstance(d, int) for d in shape):
+        raise UnsupportedPrimitiveError("iota with a symbolic shape")
+    index = np.arange(shape[p["dimension"]], dtype=p["dtype"])
+    view = [1] * len(shape)
+    view[p["dimension"]] = shape[p["dimension"]]
+    return [g.const(np.broadcast_to(index.reshape(view), shape), "iota")]
+
+
+def _integer_pow(g: _Graph, eqn, ins: list[str]) -> list[str]:
+    exponent = g.const(np.asarray(eqn.params["y"], eqn.outvars[0].aval.dtype), "exponent")
+    return [g.one("Pow", [ins[0], exponent])]
+
+
+def _square(g: _Graph, eqn, ins: list[str]) -> list[str]:
+    return [g.one("Mul", [ins[0], ins[0]])]
 
 
 def _reshape(g: _Graph, eqn, ins: list[str]) -> list[str]:
@@ -226,6 +394,16 @@ _HANDLERS: dict[str, Callable] = {
     "split": _split,
     "argmax": _argmax,
     "select_n": _select_n,
+    "conv_general_dilated": _conv,
+    "reduce_window_max": _reduce_window_max,
+    "reduce_sum": _reduce,
+    "reduce_max": _reduce,
+    "transpose": _transpose,
+    "slice": _slice,
+    "iota": _iota,
+    "gather": _gather,
+    "integer_pow": _integer_pow,
+    "square": _square,
 }
 
 # Primitives that call an inner jaxpr: inlined (the parameter holding it).
