@@ -1,0 +1,105 @@
+"""Pose errors of a trained estimator on a held-out rendered set (`dexjax vision eval`).
+
+Position error: the distance between estimated and true positions, in millimetres.
+Rotation error: the angle of the rotation between estimated and true orientations (the
+relative rotation's angle, `quaternion.angle_between`), in degrees. Both as mean and median
+over the set, next to the paper's Table 6.
+"""
+
+import functools
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dexjax.vision import pose_net as pn
+from dexjax.vision import train_pose
+
+PAPER_TABLE6 = (
+    # (images the network was tested on, rotation error deg, position error mm)
+    ("paper, Unity renders", 2.71, 3.12),
+    ("paper, MuJoCo renders", 3.23, 3.71),
+    ("paper, real images", 5.01, 9.27),
+)
+BATCH = 64
+
+
+@functools.lru_cache(maxsize=8)
+def _predict_fn(config: pn.PoseNetConfig):
+    return jax.jit(functools.partial(pn.predict, config))
+
+
+def predict(config: pn.PoseNetConfig, params, images: np.ndarray) -> pn.Pose:
+    """Poses of images [N, cameras, H, W, 3] in fixed-size batches (one compilation)."""
+    n = len(images)
+    pad = (-n) % BATCH
+    padded = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+    poses = [_predict_fn(config)(params, padded[i : i + BATCH]) for i in range(0, n + pad, BATCH)]
+    pose = jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *poses)
+    return jax.device_get(pose)
+
+
+def pose_errors(pred_pos, pred_quat, pos, q) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example position errors (mm) and rotation errors (degrees)."""
+    return (
+        np.asarray(pn.position_error_mm(jnp.asarray(pred_pos), jnp.asarray(pos))),
+        np.asarray(pn.rotation_error_deg(jnp.asarray(pred_quat), jnp.asarray(q))),
+    )
+
+
+def summarize(pos_mm: np.ndarray, rot_deg: np.ndarray) -> dict:
+    return {
+        "images": int(len(pos_mm)),
+        "position_mm_mean": float(np.mean(pos_mm)),
+        "position_mm_median": float(np.median(pos_mm)),
+        "rotation_deg_mean": float(np.mean(rot_deg)),
+        "rotation_deg_median": float(np.median(rot_deg)),
+    }
+
+
+def errors_on(
+    config: train_pose.PoseTrainConfig, params, data: train_pose.Dataset, limit: int | None = None
+) -> dict:
+    """Mean and median errors on the first `limit` examples of `data` (all by default)."""
+    pos_mm, rot_deg = [], []
+    for images, pos, q in train_pose.in_order(data, 1024, limit):
+        pred = predict(config.net, params, images)
+        a, b = pose_errors(pred.pos, pred.quat, pos, q)
+        pos_mm.append(a)
+        rot_deg.append(b)
+    return summarize(np.concatenate(pos_mm), np.concatenate(rot_deg))
+
+
+def evaluate_run(
+    run_dir: str | pathlib.Path, data_dir: str | pathlib.Path, step: int | None = None
+) -> dict:
+    """Errors of a pose run's checkpoint on a dataset of the run's image shape."""
+    config, params, step = train_pose.load_params(run_dir, step)
+    data = train_pose.open_dataset(data_dir)
+    shape = train_pose.read_image_shape(run_dir)
+    if data.image_shape != shape:
+        raise train_pose.DatasetError(
+            f"{data_dir} has images {data.image_shape} but the run {run_dir} was trained on "
+            f"{shape} (cameras, H, W, 3)"
+        )
+    return {
+        "run_dir": str(run_dir),
+        "data": str(data_dir),
+        "checkpoint": step,
+        **errors_on(config, params, data),
+    }
+
+
+def format_table(result: dict, label: str = "this run") -> str:
+    """The errors next to the paper's Table 6."""
+    lines = [
+        f"{'':28s} {'rotation (deg)':>22s} {'position (mm)':>22s}",
+        f"{'':28s} {'mean':>10s} {'median':>11s} {'mean':>10s} {'median':>11s}",
+        f"{label:28s} {result['rotation_deg_mean']:10.2f} {result['rotation_deg_median']:11.2f} "
+        f"{result['position_mm_mean']:10.2f} {result['position_mm_median']:11.2f}",
+    ]
+    for name, deg, mm in PAPER_TABLE6:
+        lines.append(f"{name:28s} {deg:10.2f} {'-':>11s} {mm:10.2f} {'-':>11s}")
+    lines.append(f"({result['images']} held-out image triples; the paper reports means)")
+    return "\n".join(lines)

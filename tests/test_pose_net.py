@@ -1,0 +1,168 @@
+"""The pose estimator: shapes, the spatial softmax, error metrics, learning, and bad input.
+
+Images are tiny (32x32, three cameras) and the network is the `cpu` preset, so the few
+compilations here take seconds.
+"""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dexjax import quaternion as quat
+from dexjax.vision import evaluate_pose, train_pose
+from dexjax.vision import pose_net as pn
+
+RES = 32
+SHAPE = (3, RES, RES, 3)
+
+
+def write_dataset(directory, sizes=(10, 6), res=RES, seed=0):
+    """Shards of random images with random poses in the dataset's format."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, n in enumerate(sizes):
+        q = rng.normal(size=(n, 4))
+        np.savez(
+            directory / f"shard_{i:05d}.npz",
+            images=rng.integers(0, 256, (n, 3, res, res, 3), dtype=np.uint8),
+            pos=(rng.normal(size=(n, 3)) * 0.01 + [1.0, 0.9, 0.2]).astype(np.float32),
+            quat=(q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32),
+        )
+    return directory
+
+
+@pytest.fixture(scope="module")
+def net_config():
+    return pn.preset("cpu")
+
+
+def test_output_shapes_and_unit_quaternion(net_config):
+    params = pn.init_params(net_config, jax.random.key(0), SHAPE)
+    images = jax.random.randint(jax.random.key(1), (5, *SHAPE), 0, 256).astype(jnp.uint8)
+    raw = pn.PoseNet(net_config).apply({"params": params}, images)
+    assert raw.shape == (5, 7)
+    pose = pn.predict(net_config, params, images)
+    assert pose.pos.shape == (5, 3) and pose.quat.shape == (5, 4)
+    np.testing.assert_allclose(np.linalg.norm(pose.quat, axis=-1), 1.0, atol=1e-6)
+    # The towers share weights: one tower's parameters, whatever the number of cameras.
+    assert sorted(params) == ["Dense_0", "Dense_1", "Tower_0"]
+    with pytest.raises(ValueError, match="cameras, H, W, 3"):
+        pn.PoseNet(net_config).apply({"params": params}, images[:, 0])
+
+
+def test_paper_preset_builds_the_papers_stages():
+    cfg = pn.preset("paper")
+    params = pn.init_params(cfg, jax.random.key(0), (3, 48, 48, 3))
+    tower = params["Tower_0"]
+    blocks = sorted(k for k in tower if k.startswith("ResBlock"))
+    assert len(blocks) == 1 + 2 + 2 + 2
+    filters = [tower[f"ResBlock_{i}"]["Conv_0"]["kernel"].shape[-1] for i in range(7)]
+    assert filters == [16, 32, 32, 64, 64, 64, 64]
+    assert tower["Conv_0"]["kernel"].shape == (5, 5, 3, 32)
+    assert tower["Conv_1"]["kernel"].shape == (3, 3, 32, 32)
+    assert params["Dense_0"]["kernel"].shape == (3 * 2 * 64, 128)
+    with pytest.raises(ValueError, match="unknown pose network preset"):
+        pn.preset("huge")
+
+
+def test_spatial_softmax_matches_a_plain_reference():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)  # [B, H, W, C]
+    temperature = 0.7
+    expected = np.zeros((2, 10))
+    for b in range(2):
+        for c in range(5):
+            weights = np.exp(features[b, :, :, c] / temperature)
+            weights /= weights.sum()
+            x = sum(weights[i, j] * (-1 + 2 * j / 3) for i in range(3) for j in range(4))
+            y = sum(weights[i, j] * (-1 + 2 * i / 2) for i in range(3) for j in range(4))
+            expected[b, 2 * c], expected[b, 2 * c + 1] = x, y
+    got = pn.spatial_softmax(jnp.asarray(features), jnp.asarray(temperature))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    # A single sharp peak at row 2, column 0 sits at x = -1 (left), y = +1 (bottom).
+    peak = np.zeros((1, 3, 4, 1), np.float32)
+    peak[0, 2, 0, 0] = 100.0
+    np.testing.assert_allclose(pn.spatial_softmax(jnp.asarray(peak), 1.0), [[-1.0, 1.0]], atol=1e-6)
+
+
+def test_error_metrics_against_hand_worked_numbers():
+    q = quat.normalize(jnp.array([0.3, -0.5, 0.2, 0.7]))
+    turn = quat.from_axis_angle(jnp.array([1.0, 2.0, -1.0]), jnp.radians(10.0))
+    turned = quat.multiply(turn, q)
+    np.testing.assert_allclose(pn.rotation_error_deg(turned, q), 10.0, atol=1e-4)
+    np.testing.assert_allclose(pn.rotation_error_deg(-turned, q), 10.0, atol=1e-4)  # q ~ -q
+    np.testing.assert_allclose(pn.rotation_error_deg(q, q), 0.0, atol=1e-3)
+    np.testing.assert_allclose(
+        pn.position_error_mm(jnp.array([1.003, 0.5, 0.2]), jnp.array([1.0, 0.504, 0.2])),
+        5.0,
+        atol=1e-3,
+    )
+    # The sign-free loss: 2 - 2 cos(angle / 2), the same for q and -q.
+    expected = 2 - 2 * np.cos(np.radians(5.0))
+    np.testing.assert_allclose(pn.rotation_loss(turned, q), expected, atol=1e-6)
+    np.testing.assert_allclose(pn.rotation_loss(-turned, q), expected, atol=1e-6)
+    summary = evaluate_pose.summarize(np.array([1.0, 2.0, 6.0]), np.array([3.0, 1.0, 2.0]))
+    assert summary["position_mm_mean"] == 3.0 and summary["position_mm_median"] == 2.0
+    assert summary["rotation_deg_mean"] == 2.0 and summary["rotation_deg_median"] == 2.0
+
+
+def test_a_few_hundred_steps_overfit_a_tiny_set(net_config, tmp_path):
+    data = train_pose.open_dataset(write_dataset(tmp_path / "tiny", sizes=(8,)))
+    images, pos, q = train_pose.load_shard(data.shards[0])
+    mean, std = train_pose.position_stats(data)
+    net = pn.PoseNetConfig(**{**net_config.__dict__, "pos_mean": mean, "pos_std": std})
+    config = train_pose.PoseTrainConfig(net=net, learning_rate=2e-3, weight_decay=0.0)
+    learner = train_pose.init_learner(config, jax.random.key(0), data.image_shape)
+    step = jax.jit(lambda lr, i, p, r: train_pose.train_step(config, lr, i, p, r))
+    losses = []
+    for _ in range(300):
+        learner, metrics = step(learner, images, pos, q)
+        losses.append(float(metrics["loss/total"]))
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    assert last < first / 10, (first, last)
+
+
+def test_training_run_writes_a_loadable_run(tmp_path):
+    train_dir = write_dataset(tmp_path / "train")
+    test_dir = write_dataset(tmp_path / "test", sizes=(7,), seed=1)
+    config = train_pose.PoseTrainConfig(
+        steps=6, batch_size=4, log_every=3, eval_every=3, checkpoint_every=3
+    )
+    result = train_pose.train(train_dir, tmp_path / "run", config, test_dir, progress=False)
+    run = result.run_dir
+    for name in ("config.json", "metrics.jsonl", "curves.png", "data.json"):
+        assert (run / name).exists(), name
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["images"] for r in rows] == [12, 24]
+    assert rows[-1]["eval/position_mm_mean"] > 0
+    # The stored statistics are the training set's.
+    saved = train_pose.read_config(run)
+    pos = np.concatenate([np.load(p)["pos"] for p in sorted(train_dir.glob("*.npz"))])
+    np.testing.assert_allclose(saved.net.pos_mean, pos.mean(0), rtol=1e-5)
+    result = evaluate_pose.evaluate_run(run, test_dir)
+    assert result["checkpoint"] == 6 and result["images"] == 7
+    assert result["position_mm_mean"] == pytest.approx(rows[-1]["eval/position_mm_mean"], rel=1e-4)
+    assert "paper, MuJoCo renders" in evaluate_pose.format_table(result)
+    with pytest.raises(ValueError, match="already holds a pose run"):
+        train_pose.train(train_dir, run, config, progress=False)
+    other_res = write_dataset(tmp_path / "big", sizes=(3,), res=40)
+    with pytest.raises(train_pose.DatasetError, match="was trained on"):
+        evaluate_pose.evaluate_run(run, other_res)
+
+
+def test_bad_datasets_are_refused(tmp_path):
+    with pytest.raises(train_pose.DatasetError, match="does not exist"):
+        train_pose.open_dataset(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(train_pose.DatasetError, match="no shards"):
+        train_pose.open_dataset(tmp_path / "empty")
+    small = write_dataset(tmp_path / "small", sizes=(2,))
+    big = write_dataset(tmp_path / "big", sizes=(2,), res=40)
+    with pytest.raises(train_pose.DatasetError, match="render both at one resolution"):
+        train_pose.train(small, tmp_path / "run", test_dir=big, progress=False)
+    np.savez(tmp_path / "small" / "shard_00009.npz", images=np.zeros((1, 3, 32, 32, 3)))
+    with pytest.raises(train_pose.DatasetError, match="lacks"):
+        train_pose.open_dataset(small)
