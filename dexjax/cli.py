@@ -5,6 +5,7 @@ dexjax eval RUN_DIR [--trials N] [--json FILE] [--policy trained|random] [--vide
 dexjax plot RUN_DIR [--baseline EVAL_JSON] [--out PNG]
 dexjax bench [--json FILE] [--batch 16 128] [--no-peers]
 dexjax export RUN_DIR --out DIR [--checkpoint N] [--opset N]
+dexjax vision dataset --num-images N --out DIR [--size 64] [--run-dir RUN] [--seed S]
 """
 
 import argparse
@@ -95,6 +96,21 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="directory for policy.onnx and its spec")
     export.add_argument("--checkpoint", type=int, help="update of the checkpoint (default: latest)")
     export.add_argument("--opset", type=int, help="ONNX opset, 13 to 26 (default: 17)")
+
+    # `dexjax vision <command>`: each subcommand sets `run`, the function that runs it.
+    vision = sub.add_parser("vision", help="camera images, datasets and the pose estimator")
+    vision_sub = vision.add_subparsers(dest="vision_command", required=True)
+    dataset = vision_sub.add_parser("dataset", help="render a dataset of labelled camera images")
+    dataset.set_defaults(run=_vision_dataset)
+    dataset.add_argument("--num-images", type=int, required=True, help="states to render")
+    dataset.add_argument("--out", required=True, help="new directory for shards and manifest")
+    dataset.add_argument("--size", type=int, default=64, help="image width and height (pixels)")
+    dataset.add_argument("--run-dir", help="act with this run's policy (default: random actions)")
+    dataset.add_argument("--seed", type=int, default=0)
+    dataset.add_argument("--num-envs", type=int, default=64, help="environments (= render batch)")
+    dataset.add_argument("--steps-between", type=int, default=4, help="control steps per state")
+    dataset.add_argument("--no-randomize", action="store_true", help="nominal look, no noise")
+    dataset.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -232,12 +248,38 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vision_dataset(args: argparse.Namespace) -> int:
+    from dexjax.vision import dataset, render
+
+    config = dataset.DatasetConfig(
+        num_images=args.num_images,
+        vision=render.VisionConfig(
+            width=args.size, height=args.size, randomize=not args.no_randomize
+        ),
+        num_envs=args.num_envs,
+        steps_between=args.steps_between,
+        seed=args.seed,
+    )
+    start = time.time()
+    manifest = dataset.build_dataset(args.out, config, args.run_dir, not args.no_progress)
+    print(
+        f"wrote {manifest['count']} states x {len(manifest['cameras'])} cameras in "
+        f"{len(manifest['shards'])} shards to {args.out} ({time.time() - start:.0f} s)"
+    )
+    return 0
+
+
+def _vision(args: argparse.Namespace) -> int:
+    return args.run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     runtime.configure_jax()
     from dexjax.checkpoint import CheckpointError
 
     commands = {"train": _train, "eval": _eval, "plot": _plot, "bench": _bench, "export": _export}
+    commands["vision"] = _vision
     try:
         return commands[args.command](args)
     except (ValueError, CheckpointError) as error:
