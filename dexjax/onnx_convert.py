@@ -362,6 +362,11 @@ def _concatenate(g: _Graph, eqn, ins: list[str]) -> list[str]:
     return [g.one("Concat", ins, axis=int(eqn.params["dimension"]))]
 
 
+def _stack(g: _Graph, eqn, ins: list[str]) -> list[str]:
+    axis = g.const(np.array([int(eqn.params["axis"])], np.int64), "axes")
+    return [g.one("Concat", [g.one("Unsqueeze", [x, axis]) for x in ins], axis=eqn.params["axis"])]
+
+
 def _split(g: _Graph, eqn, ins: list[str]) -> list[str]:
     sizes = g.const(np.array([int(s) for s in eqn.params["sizes"]], np.int64), "sizes")
     return g.node("Split", [ins[0], sizes], len(eqn.outvars), axis=int(eqn.params["axis"]))
@@ -391,6 +396,7 @@ _HANDLERS: dict[str, Callable] = {
     "broadcast_in_dim": _broadcast_in_dim,
     "squeeze": _squeeze,
     "concatenate": _concatenate,
+    "stack": _stack,
     "split": _split,
     "argmax": _argmax,
     "select_n": _select_n,

@@ -120,12 +120,13 @@ def test_max_pool_without_a_channel_axis():
     np.testing.assert_allclose(got[0], reference)
 
 
-def test_strided_slices_and_integer_powers():
+def test_strided_slices_stacks_and_integer_powers():
     x = np.arange(24, dtype=np.float32).reshape(4, 6)
-    got, _ = _run_onnx(lambda a: (a[1:4:2, ::3], a**3, jnp.square(a)), [x])
+    got, _ = _run_onnx(lambda a: (a[1:4:2, ::3], a**3, jnp.square(a), jnp.stack([a, -a], 1)), [x])
     np.testing.assert_array_equal(got[0], x[1:4:2, ::3])
     np.testing.assert_allclose(got[1], x**3)
     np.testing.assert_allclose(got[2], x * x)
+    np.testing.assert_array_equal(got[3], np.stack([x, -x], 1))
 
 
 def test_other_symbolic_dimensions_are_refused():
