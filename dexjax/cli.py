@@ -4,8 +4,9 @@ dexjax train [--preset NAME] [--run-dir DIR] [--set group.field=value ...] [--re
 dexjax eval RUN_DIR [--trials N] [--json FILE] [--policy trained|random] [--video GIF]
 dexjax plot RUN_DIR [--baseline EVAL_JSON] [--out PNG]
 dexjax bench [--json FILE] [--batch 16 128] [--no-peers]
-dexjax export RUN_DIR --out DIR [--checkpoint N] [--opset N]
+dexjax export RUN_DIR --out DIR [--checkpoint N] [--opset N] [--vision-run POSE_RUN]
 dexjax vision dataset --num-images N --out DIR [--size 64] [--run-dir RUN] [--seed S]
+dexjax vision export POSE_RUN --out DIR [--checkpoint N] [--opset N]
 """
 
 import argparse
@@ -96,6 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="directory for policy.onnx and its spec")
     export.add_argument("--checkpoint", type=int, help="update of the checkpoint (default: latest)")
     export.add_argument("--opset", type=int, help="ONNX opset, 13 to 26 (default: 17)")
+    export.add_argument(
+        "--vision-run",
+        metavar="POSE_RUN",
+        help="also write pose_estimator.onnx and its spec from this `dexjax vision train` run",
+    )
 
     # `dexjax vision <command>`: each subcommand sets `run`, the function that runs it.
     vision = sub.add_parser("vision", help="camera images, datasets and the pose estimator")
@@ -111,6 +117,12 @@ def _parser() -> argparse.ArgumentParser:
     dataset.add_argument("--steps-between", type=int, default=4, help="control steps per state")
     dataset.add_argument("--no-randomize", action="store_true", help="nominal look, no noise")
     dataset.add_argument("--no-progress", action="store_true", help="no progress bar")
+    vexport = vision_sub.add_parser("export", help="write a pose estimator as ONNX with its spec")
+    vexport.set_defaults(run=_vision_export)
+    vexport.add_argument("pose_run", help="a run directory written by dexjax vision train")
+    vexport.add_argument("--out", required=True, help="directory for pose_estimator.onnx")
+    vexport.add_argument("--checkpoint", type=int, help="step of the checkpoint (default: latest)")
+    vexport.add_argument("--opset", type=int, help="ONNX opset, 13 to 26 (default: 17)")
     return parser
 
 
@@ -239,12 +251,37 @@ def _export(args: argparse.Namespace) -> int:
     from dexjax import export
 
     opset = export.DEFAULT_OPSET if args.opset is None else args.opset
+    if args.vision_run:  # fail on a bad pose run before the slower policy export
+        from dexjax.vision import train_pose
+
+        train_pose.read_config(args.vision_run)
     result = export.export_policy(args.run_dir, args.out, step=args.checkpoint, opset=opset)
     print(
         f"exported update {result.checkpoint_update} of {args.run_dir} (opset {result.opset}): "
         f"{result.policy_path}, {result.spec_path}; onnxruntime matches JAX within "
         f"{result.max_abs_diff:.1e}"
     )
+    if args.vision_run:
+        _export_pose(args.vision_run, args.out, None, opset)
+    return 0
+
+
+def _export_pose(pose_run: str, out: str, step: int | None, opset: int) -> None:
+    from dexjax.vision import export_pose
+
+    result = export_pose.export_pose_estimator(pose_run, out, step=step, opset=opset)
+    print(
+        f"exported step {result.checkpoint_step} of {pose_run} (opset {result.opset}): "
+        f"{result.model_path}, {result.spec_path}; onnxruntime matches JAX within "
+        f"{result.max_abs_diff:.1e}"
+    )
+
+
+def _vision_export(args: argparse.Namespace) -> int:
+    from dexjax import export
+
+    opset = export.DEFAULT_OPSET if args.opset is None else args.opset
+    _export_pose(args.pose_run, args.out, args.checkpoint, opset)
     return 0
 
 
