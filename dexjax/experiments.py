@@ -1,0 +1,610 @@
+"""The paper's tables as commands: scales, training or reusing runs, evaluation, tables, plots.
+
+    python experiments/table3_tasks.py --scale cpu-small
+    python experiments/table4_randomization.py --scale gpu --runs-dir runs/tables --reuse
+    python experiments/table5_memory.py --scale cpu-small --run lstm=runs/cpu-1
+
+Each table is a `TableSpec`: rows of policies (`PolicySpec`: object, randomization preset of
+Table 4, LSTM or feed-forward networks) with the paper's figures beside them. A `Scale`
+says how long each policy trains and how it is evaluated. Policies are trained into
+`<runs-dir>/<scale>/<policy>`, so tables that share a policy (block, every randomization,
+LSTM is a row of all three) share its run when `--reuse` is given.
+"""
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import time
+
+import numpy as np
+
+from dexjax import config as config_lib
+from dexjax import randomization
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """How big each policy of a table is, and how it is evaluated."""
+
+    name: str
+    preset: str
+    """The `dexjax.config` preset the policies start from."""
+    overrides: tuple[str, ...]
+    """`--set` overrides on top of the preset (e.g. a shorter run)."""
+    trials: int
+    """Evaluation trials per policy (the paper: 100)."""
+    timeout_s: float
+    """Simulated seconds without a success that end a trial (the paper: 80)."""
+    cost: str
+    """What a run of one policy costs at this scale (measured or estimated; says which)."""
+    meaningful: bool
+    """Whether differences between rows can be read as results at this scale."""
+
+
+SCALES = {
+    "cpu-small": Scale(
+        name="cpu-small",
+        preset="cpu",
+        overrides=("total_env_steps=100000",),
+        trials=20,
+        timeout_s=16.0,
+        cost="a few minutes per policy on a 2-core CPU (see experiments/README.md)",
+        meaningful=False,
+    ),
+    "gpu": Scale(
+        name="gpu",
+        preset="gpu",
+        overrides=(),
+        trials=100,
+        timeout_s=80.0,
+        cost=(
+            "an estimate, not a measurement: 2B env steps per policy, about 11 h on one "
+            "A100-class GPU at an assumed 50k env steps/s (MJX's speed for this hand on a "
+            "GPU has not been measured yet)"
+        ),
+        meaningful=True,
+    ),
+    "paper": Scale(
+        name="paper",
+        preset="paper",
+        overrides=(),
+        trials=100,
+        timeout_s=80.0,
+        cost=(
+            "an estimate, not a measurement: 10B env steps per policy, about 14 h on 8 "
+            "A100-class GPUs at an assumed 200k env steps/s in all (not measured)"
+        ),
+        meaningful=True,
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicySpec:
+    """One policy a table needs."""
+
+    name: str
+    """Directory name of its run under `<runs-dir>/<scale>/`."""
+    object: str = "block"
+    randomization: str = "all"
+    """A row of Table 4: a name for `dexjax.randomization.preset`."""
+    memory: bool = True
+    """LSTM networks (True) or feed-forward ones (`lstm=0`: Dense -> Dense)."""
+    random_actions: bool = False
+    """Evaluate uniformly random actions on the task instead (nothing is trained)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperFigure:
+    """The paper's number(s) for a row; None where the paper gives none."""
+
+    mean: float | None = None
+    std: float | None = None
+    median: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RowSpec:
+    label: str
+    policy: PolicySpec | None
+    """None: the row cannot be run yet (see `pending`)."""
+    paper: PaperFigure | None = None
+    pending: str = ""
+    """Why a row without a policy is empty (shown in the table)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    key: str
+    title: str
+    paper_setting: str
+    """Where the paper's column comes from (simulation or real robot, how many trials)."""
+    rows: tuple[RowSpec, ...]
+    notes: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """A row as measured: the evaluation summary (`EvalResult.summary()`) or nothing."""
+
+    spec: RowSpec
+    summary: dict | None
+    run_dir: str = ""
+    env_steps: int = 0
+    train_s: float = 0.0
+    eval_s: float = 0.0
+
+
+BLOCK = PolicySpec("block-all-lstm")
+TABLES = {
+    "table3": TableSpec(
+        key="table3",
+        title="Table 3: consecutive successes by task (simulation)",
+        paper_setting="simulation, 100 trials",
+        rows=(
+            RowSpec(
+                "block, state",
+                BLOCK,
+                PaperFigure(43.4, 13.8, 50),
+            ),
+            RowSpec(
+                "octagonal prism, state",
+                PolicySpec("octagon-all-lstm", object="octagon"),
+                PaperFigure(29.0, 19.7, 30),
+            ),
+            RowSpec(
+                "block, vision",
+                None,
+                PaperFigure(30.0, 10.3, 33),
+                pending="waits for the vision branch (dexjax/vision/*)",
+            ),
+            RowSpec(
+                "block, random actions (reference)", PolicySpec("block-random", random_actions=True)
+            ),
+        ),
+        notes=(
+            "The paper's block row is its free-wrist policy; with a locked wrist it reports "
+            "44.2 ± 13.4 (median 50).",
+        ),
+    ),
+    "table4": TableSpec(
+        key="table4",
+        title="Table 4: ablation of randomizations",
+        paper_setting="real robot, mean of 10 trials (the paper gives no simulated ablation)",
+        rows=(
+            RowSpec("all randomizations", BLOCK, PaperFigure(mean=18.8)),
+            RowSpec(
+                "no randomizations",
+                PolicySpec("block-none-lstm", randomization="none"),
+                PaperFigure(mean=1.1),
+            ),
+            RowSpec(
+                "no observation noise",
+                PolicySpec("block-no_observation_noise-lstm", randomization="no_observation_noise"),
+                PaperFigure(mean=15.1),
+            ),
+            RowSpec(
+                "no physics randomizations",
+                PolicySpec("block-no_physics-lstm", randomization="no_physics"),
+                PaperFigure(mean=3.5),
+            ),
+            RowSpec(
+                "no unmodeled effects",
+                PolicySpec("block-no_unmodeled-lstm", randomization="no_unmodeled"),
+                PaperFigure(mean=3.5),
+            ),
+        ),
+        notes=(
+            "Each policy is trained and evaluated with its own randomizations (the paper "
+            "evaluated all of them on the real robot, which this simulation cannot stand in "
+            "for: a policy trained without randomizations is here also tested without them).",
+        ),
+    ),
+    "table5": TableSpec(
+        key="table5",
+        title="Table 5: memory, LSTM against feed-forward networks",
+        paper_setting="real robot, median of 10 trials",
+        rows=(
+            RowSpec("LSTM policy, LSTM value", BLOCK, PaperFigure(median=13)),
+            RowSpec(
+                "feed-forward policy, LSTM value",
+                None,
+                PaperFigure(median=3.5),
+                pending=(
+                    "not supported: the policy and value networks share one NetworkConfig "
+                    "(dexjax.networks), so both have memory or neither has"
+                ),
+            ),
+            RowSpec(
+                "feed-forward policy, feed-forward value",
+                PolicySpec("block-all-ff", memory=False),
+                PaperFigure(median=3),
+            ),
+        ),
+        notes=(
+            "Feed-forward networks replace the LSTM by a second Dense + ReLU layer of the "
+            "same width (`train.network.lstm=0`).",
+        ),
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Configs and runs
+
+
+def run_config(scale: Scale, policy: PolicySpec) -> config_lib.RunConfig:
+    """The RunConfig of `policy` at `scale`: the scale's preset and overrides, then the
+    policy's object, randomizations and networks."""
+    base = config_lib.override(config_lib.preset(scale.preset), list(scale.overrides))
+    env = dataclasses.replace(
+        base.env,
+        scene=dataclasses.replace(base.env.scene, object=policy.object),
+        randomization=randomization.preset(policy.randomization),
+    )
+    network = base.train.network
+    if not policy.memory:
+        network = dataclasses.replace(network, lstm=0)
+    train = dataclasses.replace(base.train, network=network)
+    return dataclasses.replace(base, env=env, train=train)
+
+
+def check_compatible(policy: PolicySpec, config: config_lib.RunConfig, source: str) -> None:
+    """Refuse a given run whose task or networks are not the row's."""
+    problems = []
+    if config.env.scene.object != policy.object:
+        problems.append(f"object {config.env.scene.object!r}, the row needs {policy.object!r}")
+    if config.env.randomization != randomization.preset(policy.randomization):
+        problems.append(f"randomizations differ from the preset {policy.randomization!r}")
+    if bool(config.train.network.lstm) != policy.memory:
+        kind = "LSTM" if policy.memory else "feed-forward"
+        problems.append(f"the row needs {kind} networks")
+    if problems:
+        raise ValueError(f"{source} does not fit row {policy.name!r}: " + "; ".join(problems))
+
+
+def _finished_update(run_dir: pathlib.Path) -> int | None:
+    from dexjax import checkpoint
+
+    mngr = checkpoint.manager(run_dir / "checkpoints")
+    try:
+        return mngr.latest_step()
+    finally:
+        mngr.close()
+
+
+def _elapsed_s(run_dir: pathlib.Path) -> float:
+    from dexjax import logs
+
+    rows = logs.read_metrics(run_dir)
+    return float(rows[-1].get("time/elapsed_s") or 0.0) if rows else 0.0
+
+
+def train_or_reuse(
+    run_dir: pathlib.Path, config: config_lib.RunConfig, preset: str, reuse: bool, progress: bool
+) -> tuple[float, int]:
+    """Make sure `run_dir` holds a finished run of `config`: train it, resume it, or (with
+    `reuse`) take the finished run already there. Returns (training seconds, env steps)."""
+    from dexjax import run
+
+    if run.holds_run(run_dir):
+        if not reuse:
+            raise ValueError(
+                f"{run_dir} already holds a run: pass --reuse to use it, or another --runs-dir"
+            )
+        saved = run.read_config(run_dir)
+        if saved != config:
+            raise ValueError(
+                f"{run_dir} holds a run of another config than this scale's; "
+                "remove it or choose another --runs-dir"
+            )
+        if (_finished_update(run_dir) or 0) < config.updates:
+            run.train(run_dir, resume=True, progress=progress)
+        return _elapsed_s(run_dir), config.updates * config.train.steps_per_update
+    result = run.train(run_dir, config, preset=preset, progress=progress)
+    return result.seconds, result.env_steps
+
+
+def evaluate_run(
+    run_dir: pathlib.Path | None,
+    config: config_lib.RunConfig,
+    scale: Scale,
+    random_actions: bool,
+    progress: bool,
+) -> dict:
+    """The protocol's summary for a run's latest checkpoint (or for random actions)."""
+    from dexjax import evaluate, run
+
+    eval_config = evaluate.EvalConfig(
+        trials=scale.trials,
+        timeout_s=scale.timeout_s,
+        policy="random" if random_actions else "trained",
+    )
+    learner = None
+    if not random_actions:
+        learner = evaluate.load_learner(run_dir, config, run.make_env(config))
+    result = evaluate.evaluate(config, learner, eval_config, progress=progress)
+    return result.summary()
+
+
+def measure_row(
+    spec: RowSpec,
+    scale: Scale,
+    runs_dir: pathlib.Path,
+    reuse: bool,
+    given: dict[str, str],
+    progress: bool = True,
+) -> Row:
+    """Train (or reuse) and evaluate the policy of one row."""
+    from dexjax import run
+
+    policy = spec.policy
+    if policy is None:
+        return Row(spec=spec, summary=None)
+    if policy.random_actions:
+        config = run_config(scale, policy)
+        start = time.perf_counter()
+        summary = evaluate_run(None, config, scale, True, progress)
+        return Row(spec, summary, eval_s=time.perf_counter() - start)
+    if policy.name in given:
+        run_dir = pathlib.Path(given[policy.name])
+        config = run.read_config(run_dir)
+        check_compatible(policy, config, str(run_dir))
+        if _finished_update(run_dir) is None:
+            raise ValueError(f"{run_dir} has no checkpoint to evaluate")
+        train_s = _elapsed_s(run_dir)
+        env_steps = int((_finished_update(run_dir) or 0) * config.train.steps_per_update)
+    else:
+        run_dir = runs_dir / scale.name / policy.name
+        config = run_config(scale, policy)
+        train_s, env_steps = train_or_reuse(run_dir, config, scale.preset, reuse, progress)
+    start = time.perf_counter()
+    summary = evaluate_run(run_dir, config, scale, False, progress)
+    return Row(spec, summary, str(run_dir), env_steps, train_s, time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------------
+# Tables and plots
+
+
+def _paper_cells(paper: PaperFigure | None) -> tuple[str, str]:
+    if paper is None:
+        return "-", "-"
+    if paper.mean is None:
+        mean = "-"
+    elif paper.std is None:
+        mean = f"{paper.mean:.1f}"
+    else:
+        mean = f"{paper.mean:.1f} ± {paper.std:.1f}"
+    median = "-" if paper.median is None else f"{paper.median:g}"
+    return mean, median
+
+
+def format_table(table: TableSpec, rows: list[Row], scale: Scale, extra_notes=()) -> str:
+    """The table in Markdown, in the paper's format: mean ± std, median, sorted trials,
+    with the paper's figures beside each row."""
+    out = [f"## {table.title}, scale `{scale.name}`", ""]
+    out.append(
+        "| policy | consecutive successes, mean ± std | median | trials | drops | timeouts "
+        "| paper, mean | paper, median |"
+    )
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    sorted_lines = []
+    for row in rows:
+        paper_mean, paper_median = _paper_cells(row.spec.paper)
+        s = row.summary
+        if s is None:
+            cells = [f"({row.spec.pending})", "", "", "", ""]
+        else:
+            cells = [
+                f"{s['mean']:.1f} ± {s['std']:.1f}",
+                f"{s['median']:g}",
+                str(s["trials"]),
+                str(s["drops"]),
+                str(s["timeouts"]),
+            ]
+            sorted_lines.append(f"- {row.spec.label}: {s['sorted']}")
+        out.append("| " + " | ".join([row.spec.label, *cells, paper_mean, paper_median]) + " |")
+    out += ["", "Sorted trials:", "", *sorted_lines, ""]
+    notes = [
+        f"Paper's columns: {table.paper_setting}.",
+        f"Evaluation: the paper's protocol (a new goal after each success, a trial ends on a "
+        f"drop, at 50 successes or after {scale.timeout_s:g} s without a success; the paper "
+        f"allows 80 s) over {scale.trials} trials, most likely actions, each policy's own "
+        "randomizations.",
+        *table.notes,
+    ]
+    if not scale.meaningful:
+        notes.append(
+            f"At scale `{scale.name}` the policies are far too short-trained for the "
+            "differences between rows to mean anything: this checks that the pipeline runs, "
+            "it does not reproduce the paper."
+        )
+    notes += list(extra_notes)
+    out += ["Notes:", ""] + [f"- {n}" for n in notes]
+    return "\n".join(out) + "\n"
+
+
+def plot_table(table: TableSpec, rows: list[Row], scale: Scale, path: pathlib.Path):
+    """Each row's trials (dots), mean ± std (bar) and median (diamond) beside the paper's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax_paper) = plt.subplots(
+        1, 2, figsize=(12, 0.6 * len(rows) + 2), sharey=True, constrained_layout=True
+    )
+    labels = [r.spec.label for r in rows]
+    y = np.arange(len(rows))[::-1]
+    rng = np.random.default_rng(0)  # vertical jitter of the dots only
+    for yi, row in zip(y, rows, strict=True):
+        s = row.summary
+        if s is None:
+            ax.text(0, yi, row.spec.pending, va="center", fontsize=8, color="gray")
+            continue
+        trials = np.asarray(s["sorted"], float)
+        ax.scatter(trials, yi + rng.uniform(-0.15, 0.15, len(trials)), s=10, alpha=0.5)
+        ax.errorbar(s["mean"], yi, xerr=s["std"], fmt="o", color="black", capsize=4)
+        ax.scatter(s["median"], yi, marker="D", color="tab:red", zorder=3)
+    ax.set_title(f"dexjax, scale {scale.name} ({rows and _trials(rows)} trials per row)")
+    for yi, row in zip(y, rows, strict=True):
+        p = row.spec.paper
+        if p is None:
+            continue
+        if p.mean is not None:
+            ax_paper.errorbar(p.mean, yi, xerr=p.std or 0.0, fmt="o", color="black", capsize=4)
+        if p.median is not None:
+            ax_paper.scatter(p.median, yi, marker="D", color="tab:red", zorder=3)
+    ax_paper.set_title(f"paper ({table.paper_setting})", fontsize=9)
+    for a in (ax, ax_paper):
+        a.set_xlabel("consecutive successes (dot: trial, o: mean ± std, ◆: median)")
+        a.grid(alpha=0.3)
+    ax.set_yticks(y, labels)
+    ax_paper.set_xlim(-1, 51)
+    fig.suptitle(table.title)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return pathlib.Path(path)
+
+
+def _trials(rows: list[Row]) -> int:
+    counts = {r.summary["trials"] for r in rows if r.summary is not None}
+    return max(counts) if counts else 0
+
+
+def write_results(
+    table: TableSpec, rows: list[Row], scale: Scale, out_dir: pathlib.Path, extra_notes=()
+) -> dict[str, pathlib.Path]:
+    """`<table>_<scale>.md`, `.png` and `.json` (the summaries and where they came from)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{table.key}_{scale.name}"
+    paths = {k: out_dir / f"{stem}.{k}" for k in ("md", "png", "json")}
+    paths["md"].write_text(format_table(table, rows, scale, extra_notes))
+    plot_table(table, rows, scale, paths["png"])
+    record = {
+        "table": table.key,
+        "scale": dataclasses.asdict(scale),
+        "rows": [
+            {
+                "label": r.spec.label,
+                "policy": None if r.spec.policy is None else dataclasses.asdict(r.spec.policy),
+                "paper": None if r.spec.paper is None else dataclasses.asdict(r.spec.paper),
+                "pending": r.spec.pending,
+                "run_dir": r.run_dir,
+                "env_steps": r.env_steps,
+                "train_s": r.train_s,
+                "eval_s": r.eval_s,
+                "summary": r.summary,
+            }
+            for r in rows
+        ],
+    }
+    paths["json"].write_text(json.dumps(record, indent=2) + "\n")
+    return paths
+
+
+# ---------------------------------------------------------------------------------------
+# The command
+
+
+def parser(table: TableSpec) -> argparse.ArgumentParser:
+    names = sorted({r.policy.name for r in table.rows if r.policy and not r.policy.random_actions})
+    p = argparse.ArgumentParser(description=f"{table.title}: train, evaluate, tabulate")
+    p.add_argument("--scale", required=True, choices=sorted(SCALES), help="how big each policy is")
+    p.add_argument(
+        "--runs-dir",
+        default="runs/tables",
+        help="runs are trained into RUNS_DIR/SCALE/POLICY (default: runs/tables)",
+    )
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="use runs already in --runs-dir (finish unfinished ones) instead of refusing them",
+    )
+    p.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="POLICY=RUN_DIR",
+        help=f"take this policy from an existing run directory; policies: {', '.join(names)}",
+    )
+    p.add_argument(
+        "--out-dir",
+        default="experiments/results/tables",
+        help="where the table (.md), plot (.png) and summaries (.json) are written",
+    )
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def parse_given(items: list[str], table: TableSpec) -> dict[str, str]:
+    names = {r.policy.name for r in table.rows if r.policy and not r.policy.random_actions}
+    given = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
+            raise ValueError(f"--run {item!r} must look like POLICY=RUN_DIR")
+        if name not in names:
+            raise ValueError(
+                f"--run: no policy {name!r} in {table.key}; choose from {sorted(names)}"
+            )
+        given[name] = path
+    return given
+
+
+def main(argv: list[str] | None, table: TableSpec) -> int:
+    """Train or reuse each row's policy, evaluate it, write the table. Exit code."""
+    import sys
+
+    from dexjax import runtime
+
+    args = parser(table).parse_args(argv)
+    try:
+        given = parse_given(args.run, table)
+    except ValueError as error:
+        print(f"{table.key}: error: {error}", file=sys.stderr)
+        return 2
+    runtime.configure_jax()
+    scale = SCALES[args.scale]
+    start = time.perf_counter()
+    rows = []
+    for spec in table.rows:
+        print(f"[{table.key}] {spec.label}", flush=True)
+        try:
+            rows.append(
+                measure_row(
+                    spec,
+                    scale,
+                    pathlib.Path(args.runs_dir),
+                    args.reuse,
+                    given,
+                    not args.no_progress,
+                )
+            )
+        except ValueError as error:
+            print(f"{table.key}: error: {error}", file=sys.stderr)
+            return 2
+    total = time.perf_counter() - start
+    notes = [_timing_note(rows, total)]
+    paths = write_results(table, rows, scale, pathlib.Path(args.out_dir), notes)
+    print(paths["md"].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _timing_note(rows: list[Row], total_s: float) -> str:
+    parts = []
+    for r in rows:
+        if r.summary is None:
+            continue
+        steps = (
+            f"{r.env_steps:,} env steps, trained in {r.train_s / 60:.1f} min, " if r.run_dir else ""
+        )
+        parts.append(f"{r.spec.label}: {steps}evaluated in {r.eval_s / 60:.1f} min")
+    return (
+        f"Wall-clock of this command: {total_s / 60:.1f} min ("
+        + "; ".join(parts)
+        + "; reused runs count the time of their own training)."
+    )
