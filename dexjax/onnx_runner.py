@@ -10,7 +10,12 @@
 in JAX). `joint_targets` applies the spec's decoding rule to the last step's
 `target_delta`: an exponential moving average (zero at a start), added to `center` (the
 previous targets, or the current joint angles, per the spec's `decoding.relative_to`),
-clipped to the control ranges. This file is meant to be copied next to a robot's code.
+clipped to the control ranges.
+
+    estimator = PoseRunner("export/cpu-1")  # the directory `dexjax vision export` wrote
+    pos, quat = estimator.estimate(images)  # uint8 [3, H, W, 3] -> [3] m, [4] wxyz (world)
+
+This file is meant to be copied next to a robot's code.
 """
 
 import json
@@ -20,6 +25,14 @@ import numpy as np
 import onnxruntime
 
 SPEC_FILE = "policy_spec.json"
+POSE_SPEC_FILE = "pose_estimator_spec.json"
+
+
+def _session(path: pathlib.Path, threads: int) -> onnxruntime.InferenceSession:
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class PolicyRunner:
@@ -31,14 +44,7 @@ class PolicyRunner:
         if not spec_path.exists():
             raise ValueError(f"{export_dir} holds no exported policy (no {SPEC_FILE})")
         self.spec = json.loads(spec_path.read_text())
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(
-            str(export_dir / self.spec["policy_file"]),
-            options,
-            providers=["CPUExecutionProvider"],
-        )
+        self.session = _session(export_dir / self.spec["policy_file"], threads)
         self.obs_size = int(self.spec["observation"]["size"])
         self.lstm = int(self.spec["initial_state"]["size"])
         self.action_size = int(self.spec["action"]["size"])
@@ -100,3 +106,31 @@ class PolicyRunner:
         self.smoothed = self.ema * delta + (1.0 - self.ema) * self.smoothed
         smoothed = self.smoothed[0] if center.ndim == 1 else self.smoothed
         return np.clip(center + smoothed, self.ctrl_low, self.ctrl_high)
+
+
+class PoseRunner:
+    """Runs an exported pose estimator on camera images (in the spec's camera order)."""
+
+    def __init__(self, export_dir: str | pathlib.Path, threads: int = 1):
+        export_dir = pathlib.Path(export_dir)
+        spec_path = export_dir / POSE_SPEC_FILE
+        if not spec_path.exists():
+            raise ValueError(f"{export_dir} holds no exported pose estimator (no {POSE_SPEC_FILE})")
+        self.spec = json.loads(spec_path.read_text())
+        self.session = _session(export_dir / self.spec["model_file"], threads)
+        self.image_shape = tuple(self.spec["inputs"]["images"]["shape"][1:])
+        self.cameras = [camera["name"] for camera in self.spec["cameras"]]
+
+    def estimate(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 images [cameras, H, W, 3] (or [batch, cameras, H, W, 3]) -> the block's
+        position [3] (m, world) and unit quaternion [4] (w, x, y, z, world), batched alike."""
+        images = np.asarray(images)
+        single = images.ndim == len(self.image_shape)
+        batch = images[None] if single else images
+        if batch.dtype != np.uint8 or batch.shape[1:] != self.image_shape:
+            raise ValueError(
+                f"images are {images.dtype}{images.shape}; expected uint8 {self.image_shape} "
+                f"or (batch, *{self.image_shape}), cameras in the order {self.cameras}"
+            )
+        pos, quat = self.session.run(["pos", "quat"], {"images": batch})
+        return (pos[0], quat[0]) if single else (pos, quat)

@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from dexjax import checkpoint, cli, constants
+from dexjax import checkpoint, cli, constants, onnx_runner
 from dexjax.vision import dataset, export_pose, pose_net, render, train_pose
 
 RES = 32
@@ -66,6 +66,20 @@ def test_onnx_estimates_match_jax_on_rendered_images(exported, pose_run, rendere
         np.testing.assert_allclose(quat, np.asarray(want.quat)[:n], atol=1e-5, rtol=0)
         np.testing.assert_allclose(np.linalg.norm(quat, axis=-1), 1.0, atol=1e-5)
     assert exported.max_abs_diff <= export_pose.MAX_ABS_DIFF
+
+
+def test_reference_runner_estimates_like_jax(exported, pose_run, rendered):
+    images, _ = rendered
+    config, params, _ = train_pose.load_params(pose_run)
+    want = pose_net.predict(config.net, params, images)
+    runner = onnx_runner.PoseRunner(exported.model_path.parent)
+    pos, quat = runner.estimate(images[0])  # one image set, no batch axis
+    np.testing.assert_allclose(pos, np.asarray(want.pos)[0], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(quat, np.asarray(want.quat)[0], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="expected uint8"):
+        runner.estimate(images[0, :2])  # two cameras
+    with pytest.raises(ValueError, match="expected uint8"):
+        runner.estimate(images.astype(np.float32))
 
 
 def test_spec_describes_the_graph(exported, pose_run):
