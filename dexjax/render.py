@@ -22,7 +22,7 @@ CONTROL_FPS = 12.5
 """Real-time frame rate of one frame per 80 ms control step."""
 
 
-def _check_static_views(mj_model: mujoco.MjModel, cameras: Sequence[str]) -> list[int]:
+def check_static_views(mj_model: mujoco.MjModel, cameras: Sequence[str]) -> list[int]:
     ids = []
     for name in cameras:
         cam = mujoco.mj_name2id(mj_model, mujoco.mjtObj.mjOBJ_CAMERA, name)
@@ -59,7 +59,7 @@ class Renderer:
             raise ValueError("width, height and batch must be positive")
         if not cameras:
             raise ValueError("give at least one camera")
-        _check_static_views(mj_model, cameras)
+        check_static_views(mj_model, cameras)
         self.mj_model = mj_model
         self.cameras = tuple(cameras)
         self.batch = batch
@@ -82,10 +82,7 @@ class Renderer:
         model = self._model
         data = jax.vmap(lambda q, mq: self._data.replace(qpos=q, mocap_quat=mq))(qpos, mocap_quat)
         data = jax.vmap(mjx.kinematics, in_axes=(None, 0))(model, data)
-        data = mjx.refit_bvh(model, data, context)
-        packed, _, _ = mjx.render(model, data, context)
-        rgb = jnp.stack([mjx.get_rgb(context, i, packed) for i in range(len(self.cameras))], 1)
-        return jnp.round(jnp.clip(rgb, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+        return to_uint8(draw(model, data, context, len(self.cameras)))
 
     def render(self, qpos: np.ndarray, mocap_quat: np.ndarray | None = None) -> np.ndarray:
         """Images of a sequence of poses.
@@ -119,6 +116,22 @@ class Renderer:
             images = np.asarray(self._draw(q, mq, context))
             chunks.append(images[: self.batch - pad])
         return np.concatenate(chunks)
+
+
+def draw(model: mjx.Model, data: mjx.Data, context, num_cameras: int) -> jax.Array:
+    """RGB in [0, 1], [..., cameras, H, W, 3], of Warp data whose kinematics are computed.
+
+    `data` is batched like the render context (leading axis, or under vmap) and its camera
+    and light poses are set; `context` is a render context's pytree.
+    """
+    data = mjx.refit_bvh(model, data, context)
+    packed, _, _ = mjx.render(model, data, context)
+    return jnp.stack([mjx.get_rgb(context, i, packed) for i in range(num_cameras)], axis=-4)
+
+
+def to_uint8(rgb: jax.Array) -> jax.Array:
+    """Intensities in [0, 1] (clipped) -> uint8."""
+    return jnp.round(jnp.clip(rgb, 0.0, 1.0) * 255.0).astype(jnp.uint8)
 
 
 def tile(images: np.ndarray) -> np.ndarray:

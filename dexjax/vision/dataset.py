@@ -346,10 +346,10 @@ def rollout_states(
     def advance(state, carry, starting, key):
         def one(i, loop):
             state, carry, starting = loop
+            key_act = jax.random.fold_in(key, i)
             carry, action = evaluate.act(
-                run_config, env, eval_config, learner, carry, state, starting,
-                jax.random.fold_in(key, i),
-            )  # fmt: skip
+                run_config, env, eval_config, learner, carry, state, starting, key_act
+            )
             state = jax.vmap(env.step)(state, action)
             return state, carry, state.done > 0
 

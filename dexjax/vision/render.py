@@ -27,6 +27,7 @@ The batch of `qpos` given to `render_images` must equal the `batch` the context 
 for (Warp allocates its buffers for exactly that many worlds).
 """
 
+import colorsys
 import dataclasses
 import functools
 
@@ -225,7 +226,7 @@ def render_spec(config: scene_lib.SceneConfig) -> mujoco.MjSpec:
             pos, size = [0.0, 0.0, 0.0], [h, h, h]
             pos[axis] = (h - t) * (1 - 2 * sign)
             size[axis] = t
-            rgb = _hsv_to_rgb_np(hue, FACE_SATURATION, FACE_VALUE)
+            rgb = colorsys.hsv_to_rgb(hue, FACE_SATURATION, FACE_VALUE)
             body.add_geom(
                 name=f"vision:face{i}",
                 type=mujoco.mjtGeom.mjGEOM_BOX,
@@ -251,6 +252,7 @@ def render_spec(config: scene_lib.SceneConfig) -> mujoco.MjSpec:
             specular=(0.15, 0.15, 0.15),
             ambient=(0.03, 0.03, 0.03),
             active=i < 4,
+            castshadow=False,  # the MJX renderer draws no shadows either
         )
     _add_texture_bank(spec, "hand", mujoco.mjtTexture.mjTEXTURE_CUBE, (1.0, 1.0))
     _add_texture_bank(spec, "floor", mujoco.mjtTexture.mjTEXTURE_2D, (6.0, 6.0))
@@ -285,10 +287,6 @@ def build_render_model(mj_model: mujoco.MjModel) -> mujoco.MjModel:
     return variant
 
 
-def _hsv_to_rgb_np(h: float, s: float, v: float) -> tuple[float, float, float]:
-    return tuple(float(x) for x in hsv_to_rgb(jnp.array([h, s, v])))
-
-
 def hsv_to_rgb(hsv: jax.Array) -> jax.Array:
     """[..., 3] hue (fraction of the circle, any real), saturation, value -> RGB in [0, 1]."""
     h, s, v = hsv[..., 0] % 1.0, hsv[..., 1], hsv[..., 2]
@@ -302,7 +300,7 @@ def hsv_to_rgb(hsv: jax.Array) -> jax.Array:
 def make_scene(render_model: mujoco.MjModel, cameras=c.CAMERAS) -> RenderScene:
     """Warp model and data of the render variant, its nominal visuals and index tables."""
     m = render_model
-    camera_ids = tuple(video._check_static_views(m, cameras))
+    camera_ids = tuple(video.check_static_views(m, cameras))
     host = mujoco.MjData(m)
     mujoco.mj_forward(m, host)  # camera and light poses, fixed in the world
 
@@ -314,8 +312,6 @@ def make_scene(render_model: mujoco.MjModel, cameras=c.CAMERAS) -> RenderScene:
     if len(faces):
         face_hsv = np.array([(h, FACE_SATURATION, FACE_VALUE) for h in FACE_HUES], np.float32)
     else:  # the octagon: its own geom, jittered about its colour
-        import colorsys
-
         faces = geom_ids(lambda name, i: name == c.OBJECT_GEOM)
         face_hsv = np.array([colorsys.rgb_to_hsv(*m.geom_rgba[faces[0], :3])], np.float32)
 
@@ -356,6 +352,10 @@ def make_scene(render_model: mujoco.MjModel, cameras=c.CAMERAS) -> RenderScene:
 # ---- sampling the randomization ----------------------------------------------------------
 
 
+def _uniform(key: jax.Array, shape: tuple[int, ...], bounds: tuple[float, float]) -> jax.Array:
+    return jax.random.uniform(key, shape, minval=bounds[0], maxval=bounds[1])
+
+
 def _random_rotation(key: jax.Array, max_angle: float) -> jax.Array:
     """A rotation matrix by a uniform angle in [0, max_angle] about a uniform axis."""
     key_axis, key_angle = jax.random.split(key)
@@ -394,16 +394,8 @@ def _sample_lights(key: jax.Array, config: VisionConfig):
     low, high = config.lights
     count = jax.random.randint(key_count, (), low, high + 1)
     active = jnp.arange(n) < count
-    distance = jax.random.uniform(key_dist, (n,), minval=config.light_distance[0],
-                                  maxval=config.light_distance[1])  # fmt: skip
-    elevation = jnp.deg2rad(
-        jax.random.uniform(
-            key_elev,
-            (n,),
-            minval=config.light_elevation_deg[0],
-            maxval=config.light_elevation_deg[1],
-        )  # fmt: skip
-    )
+    distance = _uniform(key_dist, (n,), config.light_distance)
+    elevation = jnp.deg2rad(_uniform(key_elev, (n,), config.light_elevation_deg))
     azimuth = jax.random.uniform(key_azim, (n,), minval=0.0, maxval=2 * jnp.pi)
     offset = distance[:, None] * jnp.stack(
         [
@@ -415,8 +407,7 @@ def _sample_lights(key: jax.Array, config: VisionConfig):
     )
     xpos = jnp.array(SCENE_TARGET) + offset
     xdir = -offset / distance[:, None]
-    total = jax.random.uniform(key_power, (), minval=config.light_intensity[0],
-                               maxval=config.light_intensity[1])  # fmt: skip
+    total = _uniform(key_power, (), config.light_intensity)
     tint = jax.random.uniform(key_tint, (n, 3), minval=1.0 - config.light_tint, maxval=1.0)
     diffuse = tint * total / count
     return active, diffuse, xpos, xdir
@@ -427,8 +418,7 @@ def _sample_colors(key: jax.Array, scene: RenderScene, config: VisionConfig):
         key, 6
     )
     rgba = scene.nominal.geom_rgba
-    hand = jax.random.uniform(key_hand, (3,), minval=config.hand_color[0],
-                              maxval=config.hand_color[1])  # fmt: skip
+    hand = _uniform(key_hand, (3,), config.hand_color)
     jitter = jax.random.uniform(
         key_jitter,
         (scene.hand_geoms.shape[0], 3),
@@ -436,16 +426,16 @@ def _sample_colors(key: jax.Array, scene: RenderScene, config: VisionConfig):
         maxval=config.hand_color_jitter,
     )
     rgba = rgba.at[scene.hand_geoms, :3].set(jnp.clip(hand + jitter, 0.0, 1.0))
-    floor = jax.random.uniform(key_floor, (3,), minval=config.background_color[0],
-                               maxval=config.background_color[1])  # fmt: skip
+    floor = _uniform(key_floor, (3,), config.background_color)
     rgba = rgba.at[scene.floor_geom, :3].set(floor)
     nface = scene.face_geoms.shape[0]
     low = jnp.array([-config.object_hue, 1 - config.object_saturation, 1 - config.object_value])
     high = jnp.array([config.object_hue, 1 + config.object_saturation, 1 + config.object_value])
     u = jax.random.uniform(key_face, (nface, 3), minval=low, maxval=high)
-    hsv = scene.face_hsv.at[:, 0].add(u[:, 0]).at[:, 1:].multiply(u[:, 1:])
-    rgba = rgba.at[scene.face_geoms, :3].set(hsv_to_rgb(jnp.clip(hsv, 0.0, 1.0).at[:, 0].set(
-        hsv[:, 0])))  # fmt: skip
+    hue = scene.face_hsv[:, :1] + u[:, :1]  # hsv_to_rgb wraps hues around the circle
+    saturation_value = jnp.clip(scene.face_hsv[:, 1:] * u[:, 1:], 0.0, 1.0)
+    faces = hsv_to_rgb(jnp.concatenate([hue, saturation_value], axis=1))
+    rgba = rgba.at[scene.face_geoms, :3].set(faces)
     matid = scene.nominal.geom_matid
     if config.textures:
         hand_tex = jax.random.choice(key_hand_tex, scene.hand_materials)
@@ -457,14 +447,11 @@ def _sample_colors(key: jax.Array, scene: RenderScene, config: VisionConfig):
 def sample_visuals(key: jax.Array, scene: RenderScene, config: VisionConfig) -> Visuals:
     """The randomized look of one image (one world), a pure function of `key`."""
     key_cam, key_light, key_color, key_contrast, key_noise = jax.random.split(key, 5)
-    cam_xpos, cam_xmat, cam_fovy = _sample_cameras(key_cam, scene.nominal, scene.camera_ids,
-                                                   config)  # fmt: skip
+    cameras = _sample_cameras(key_cam, scene.nominal, scene.camera_ids, config)
+    cam_xpos, cam_xmat, cam_fovy = cameras
     light_active, light_diffuse, light_xpos, light_xdir = _sample_lights(key_light, config)
     geom_rgba, geom_matid = _sample_colors(key_color, scene, config)
-    contrast = jax.random.uniform(
-        key_contrast, (len(scene.camera_ids),), minval=config.contrast[0],
-        maxval=config.contrast[1]
-    )  # fmt: skip
+    contrast = _uniform(key_contrast, (len(scene.camera_ids),), config.contrast)
     return Visuals(
         geom_rgba=geom_rgba,
         geom_matid=geom_matid,
@@ -502,9 +489,7 @@ def _world(scene: RenderScene, visuals: Visuals, qpos: jax.Array, mocap_quat: ja
 
 def _draw_world(scene, context, visuals, qpos, mocap_quat):
     model, data = _world(scene, visuals, qpos, mocap_quat)
-    data = mjx.refit_bvh(model, data, context)
-    packed, _, _ = mjx.render(model, data, context)
-    return jnp.stack([mjx.get_rgb(context, i, packed) for i in range(len(scene.camera_ids))])
+    return video.draw(model, data, context, len(scene.camera_ids))
 
 
 def _postprocess(rgb: jax.Array, visuals: Visuals, config: VisionConfig) -> jax.Array:
@@ -517,7 +502,7 @@ def _postprocess(rgb: jax.Array, visuals: Visuals, config: VisionConfig) -> jax.
         rgb = rgb + jax.random.uniform(
             visuals.key_noise, rgb.shape, minval=-config.pixel_noise, maxval=config.pixel_noise
         )
-    return jnp.round(jnp.clip(rgb, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+    return video.to_uint8(rgb)
 
 
 def render_images(
