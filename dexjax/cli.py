@@ -7,6 +7,8 @@ dexjax bench [--json FILE] [--batch 16 128] [--no-peers]
 dexjax export RUN_DIR --out DIR [--checkpoint N] [--opset N] [--vision-run POSE_RUN]
 dexjax vision dataset --num-images N --out DIR [--size 64] [--run-dir RUN] [--seed S]
 dexjax vision export POSE_RUN --out DIR [--checkpoint N] [--opset N]
+dexjax vision train --data DIR [--test-data DIR] --out DIR [--preset cpu|paper] [--set F=V]
+dexjax vision eval POSE_RUN --data DIR [--json FILE]
 """
 
 import argparse
@@ -69,6 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--video-size", type=int, default=160, help="pixels of each camera image")
     ev.add_argument("--video-only", action="store_true", help="write the video, skip the trials")
+    ev.add_argument(
+        "--pose-source",
+        choices=("state", "vision"),
+        default="state",
+        help="the object pose the policy sees: the simulator's, or the CNN's from renders",
+    )
+    ev.add_argument(
+        "--vision-run", metavar="POSE_RUN", help="pose estimator for --pose-source vision"
+    )
 
     plot = sub.add_parser("plot", help="draw a run's learning curves")
     plot.add_argument("run_dir")
@@ -117,6 +128,28 @@ def _parser() -> argparse.ArgumentParser:
     dataset.add_argument("--steps-between", type=int, default=4, help="control steps per state")
     dataset.add_argument("--no-randomize", action="store_true", help="nominal look, no noise")
     dataset.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    vtrain = vision_sub.add_parser("train", help="train the pose estimator on a rendered dataset")
+    vtrain.set_defaults(run=_vision_train)
+    vtrain.add_argument("--data", required=True, help="training set (dexjax vision dataset)")
+    vtrain.add_argument("--test-data", help="held-out set, evaluated during training")
+    vtrain.add_argument("--out", required=True, help="new directory for the run")
+    vtrain.add_argument("--preset", default="cpu", choices=("cpu", "paper"), help="network")
+    vtrain.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a config field, e.g. --set steps=5000 or --set net.hidden=64",
+    )
+    vtrain.add_argument("--no-progress", action="store_true", help="no progress bar")
+    veval = vision_sub.add_parser("eval", help="pose errors on held-out renders (Table 6)")
+    veval.set_defaults(run=_vision_eval)
+    veval.add_argument("pose_run", help="a run directory written by dexjax vision train")
+    veval.add_argument("--data", required=True, help="held-out set of the run's resolution")
+    veval.add_argument("--checkpoint", type=int, help="minibatch of the checkpoint (latest)")
+    veval.add_argument("--json", metavar="FILE", help="write the errors as JSON")
     vexport = vision_sub.add_parser("export", help="write a pose estimator as ONNX with its spec")
     vexport.set_defaults(run=_vision_export)
     vexport.add_argument("pose_run", help="a run directory written by dexjax vision train")
@@ -160,6 +193,7 @@ def _eval(args: argparse.Namespace) -> int:
     run_dir = pathlib.Path(args.run_dir)
     config = run.read_config(run_dir)
     env = run.make_env(config)
+    vision, _renderer = _vision_pose_source(args, env)  # keep the renderer alive
     learner = None
     if args.policy == "trained":
         learner = evaluate.load_learner(run_dir, config, env, step=args.checkpoint)
@@ -174,16 +208,36 @@ def _eval(args: argparse.Namespace) -> int:
         _write_video(args, config, env, learner, eval_config)
     if args.video_only:
         return 0
-    result = evaluate.evaluate(config, learner, eval_config, progress=not args.no_progress)
+    result = evaluate.evaluate(
+        config, learner, eval_config, progress=not args.no_progress, vision=vision
+    )
     summary = result.summary()
     label = f"{run_dir} ({args.policy} policy, update {summary['checkpoint_update']})"
+    if vision is not None:
+        label += f", object pose from {args.vision_run}"
     print(evaluate.format_summary(summary, label))
     if args.json:
         with open(args.json, "w") as f:
             record = {"run_dir": str(run_dir), "policy": args.policy, "timeout_s": args.timeout}
+            record.update(pose_source=args.pose_source, vision_run=args.vision_run)
             json.dump({**record, **summary}, f, indent=2)
         print(f"wrote {args.json}")
     return 0
+
+
+def _vision_pose_source(args: argparse.Namespace, env):
+    """(VisionPose, its renderer) for --pose-source vision, else (None, None)."""
+    if args.pose_source != "vision":
+        if args.vision_run:
+            raise ValueError("--vision-run needs --pose-source vision")
+        return None, None
+    if not args.vision_run:
+        raise ValueError("--pose-source vision needs --vision-run POSE_RUN (dexjax vision train)")
+    if args.video:
+        raise ValueError("--video records a true-state trial; drop it with --pose-source vision")
+    from dexjax.vision import evaluate_pose
+
+    return evaluate_pose.load_vision_pose(args.vision_run, env.mj_model, args.trials)
 
 
 def _write_video(args, config, env, learner, eval_config) -> None:
@@ -303,6 +357,37 @@ def _vision_dataset(args: argparse.Namespace) -> int:
         f"wrote {manifest['count']} states x {len(manifest['cameras'])} cameras in "
         f"{len(manifest['shards'])} shards to {args.out} ({time.time() - start:.0f} s)"
     )
+    return 0
+
+
+def _vision_train(args: argparse.Namespace) -> int:
+    from dexjax import config as config_lib
+    from dexjax.vision import train_pose
+
+    config = config_lib.override(train_pose.default_config(args.preset), args.overrides)
+    print(f"training the {args.preset!r} pose network on {args.data} into {args.out}")
+    result = train_pose.train(
+        args.data, args.out, config, args.test_data, progress=not args.no_progress
+    )
+    print(
+        f"{result.steps} minibatches in {result.seconds / 60:.1f} min; metrics in "
+        f"{result.run_dir}/metrics.jsonl, curves in {result.run_dir}/curves.png"
+    )
+    if result.last_eval:
+        print("held-out:", ", ".join(f"{k} {v:.2f}" for k, v in result.last_eval.items()))
+    return 0
+
+
+def _vision_eval(args: argparse.Namespace) -> int:
+    from dexjax.vision import evaluate_pose
+
+    result = evaluate_pose.evaluate_run(args.pose_run, args.data, args.checkpoint)
+    label = f"{args.pose_run} @ {result['checkpoint']}"
+    print(evaluate_pose.format_table(result, label[-28:]))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {args.json}")
     return 0
 
 

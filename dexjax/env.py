@@ -651,6 +651,18 @@ class HandEnv:
         )
         return {"state": policy, "privileged_state": privileged}, effects
 
+    def policy_obs_with_pose(
+        self, state: State, object_pos: jax.Array, object_quat: jax.Array
+    ) -> jax.Array:
+        """The policy's observation of `state` with the object's pose replaced by an
+        estimate (e.g. a camera-based pose estimator's): `object_pos` [3] in metres and
+        `object_quat` [4] (w, x, y, z), both in the world frame. Fingertip readings (and the
+        last action, when observed) stay as the state observed them."""
+        tips = 3 * len(self.idx.fingertip_sites)
+        obs = state.obs["state"]
+        rel = quat.positive_w(quat.relative(quat.normalize(object_quat), state.task.goal))
+        return jnp.concatenate([obs[:tips], object_pos - self._origin, rel, obs[tips + 7 :]])
+
     def _metrics(
         self, task, domain, progress, success, dropped, done, reward
     ) -> dict[str, jax.Array]:

@@ -139,8 +139,13 @@ def evaluate(
     learner: checkpoint.LearnerState | None,
     config: EvalConfig = EvalConfig(),
     progress: bool = True,
+    vision=None,
 ) -> EvalResult:
-    """Run `config.trials` trials of the protocol with the learner's policy (or random)."""
+    """Run `config.trials` trials of the protocol with the learner's policy (or random).
+
+    `vision` (a `dexjax.vision.evaluate_pose.VisionPose`, or None for the true state) gives
+    the policy the object pose a CNN estimates from camera images rendered of each state.
+    """
     from tqdm import tqdm
 
     env = env_lib.HandEnv(eval_env_config(run_config.env, config.timeout_s))
@@ -149,10 +154,14 @@ def evaluate(
         raise ValueError("a trained policy needs a checkpoint")
     n = config.trials
 
-    def one_step(trials: _Trials, learner: checkpoint.LearnerState | None):
+    def one_step(trials: _Trials, learner: checkpoint.LearnerState | None, vision):
         key, key_act = jax.random.split(trials.key)
+        seen = trials.env_state
+        if vision is not None:  # only then split again: true-state trials keep their keys
+            key, key_render = jax.random.split(key)
+            seen = seen.replace(obs={**seen.obs, "state": vision.observe(key_render, env, seen)})
         carry, action = act(
-            run_config, env, config, learner, trials.carry, trials.env_state, trials.start, key_act
+            run_config, env, config, learner, trials.carry, seen, trials.start, key_act
         )
         state = jax.vmap(env.step)(trials.env_state, action)
         m = state.metrics
@@ -175,9 +184,9 @@ def evaluate(
         return trials
 
     @jax.jit
-    def run_steps(trials: _Trials, learner: checkpoint.LearnerState | None) -> _Trials:
+    def run_steps(trials: _Trials, learner: checkpoint.LearnerState | None, vision) -> _Trials:
         return jax.lax.fori_loop(
-            0, config.steps_per_call, lambda _, t: one_step(t, learner), trials
+            0, config.steps_per_call, lambda _, t: one_step(t, learner, vision), trials
         )
 
     @jax.jit
@@ -204,7 +213,7 @@ def evaluate(
     bar = tqdm(total=n, unit="trial", desc="evaluating", disable=not progress)
     done = 0
     for _ in range(math.ceil(limit / config.steps_per_call)):
-        trials = run_steps(trials, learner)
+        trials = run_steps(trials, learner, vision)
         finished = int(jax.device_get(trials.finished).sum())
         bar.update(finished - done)
         done = finished

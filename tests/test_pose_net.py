@@ -125,34 +125,6 @@ def test_a_few_hundred_steps_overfit_a_tiny_set(net_config, tmp_path):
     assert last < first / 10, (first, last)
 
 
-def test_training_run_writes_a_loadable_run(tmp_path):
-    train_dir = write_dataset(tmp_path / "train")
-    test_dir = write_dataset(tmp_path / "test", sizes=(7,), seed=1)
-    config = train_pose.PoseTrainConfig(
-        steps=6, batch_size=4, log_every=3, eval_every=3, checkpoint_every=3
-    )
-    result = train_pose.train(train_dir, tmp_path / "run", config, test_dir, progress=False)
-    run = result.run_dir
-    for name in ("config.json", "metrics.jsonl", "curves.png", "data.json"):
-        assert (run / name).exists(), name
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["images"] for r in rows] == [12, 24]
-    assert rows[-1]["eval/position_mm_mean"] > 0
-    # The stored statistics are the training set's.
-    saved = train_pose.read_config(run)
-    pos = np.concatenate([np.load(p)["pos"] for p in sorted(train_dir.glob("*.npz"))])
-    np.testing.assert_allclose(saved.net.pos_mean, pos.mean(0), rtol=1e-5)
-    result = evaluate_pose.evaluate_run(run, test_dir)
-    assert result["checkpoint"] == 6 and result["images"] == 7
-    assert result["position_mm_mean"] == pytest.approx(rows[-1]["eval/position_mm_mean"], rel=1e-4)
-    assert "paper, MuJoCo renders" in evaluate_pose.format_table(result)
-    with pytest.raises(ValueError, match="already holds a pose run"):
-        train_pose.train(train_dir, run, config, progress=False)
-    other_res = write_dataset(tmp_path / "big", sizes=(3,), res=40)
-    with pytest.raises(train_pose.DatasetError, match="was trained on"):
-        evaluate_pose.evaluate_run(run, other_res)
-
-
 def test_bad_datasets_are_refused(tmp_path):
     with pytest.raises(train_pose.DatasetError, match="does not exist"):
         train_pose.open_dataset(tmp_path / "nowhere")
@@ -166,3 +138,46 @@ def test_bad_datasets_are_refused(tmp_path):
     np.savez(tmp_path / "small" / "shard_00009.npz", images=np.zeros((1, 3, 32, 32, 3)))
     with pytest.raises(train_pose.DatasetError, match="lacks"):
         train_pose.open_dataset(small)
+
+
+def test_train_and_eval_commands_write_a_loadable_run(tmp_path, capsys):
+    from dexjax import cli
+
+    train_dir = write_dataset(tmp_path / "train")
+    test_dir = write_dataset(tmp_path / "test", sizes=(7,), seed=1)
+    run = tmp_path / "run"
+    small = [f"--set={k}" for k in ("steps=6", "batch_size=4", "log_every=3", "eval_every=3")]
+    argv = ["vision", "train", "--data", str(train_dir), "--test-data", str(test_dir)]
+    assert cli.main([*argv, "--out", str(run), *small, "--no-progress"]) == 0
+    for name in ("config.json", "metrics.jsonl", "curves.png", "data.json"):
+        assert (run / name).exists(), name
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["images"] for r in rows] == [12, 24]
+    assert rows[-1]["eval/position_mm_mean"] > 0
+    # The stored statistics are the training set's.
+    saved = train_pose.read_config(run)
+    pos = np.concatenate([np.load(p)["pos"] for p in sorted(train_dir.glob("*.npz"))])
+    np.testing.assert_allclose(saved.net.pos_mean, pos.mean(0), rtol=1e-5)
+    report = tmp_path / "errors.json"
+    assert (
+        cli.main(["vision", "eval", str(run), "--data", str(test_dir), "--json", str(report)]) == 0
+    )
+    assert "paper, real images" in capsys.readouterr().out
+    result = json.loads(report.read_text())
+    assert result["checkpoint"] == 6 and result["images"] == 7
+    assert result["position_mm_mean"] == pytest.approx(rows[-1]["eval/position_mm_mean"], rel=1e-4)
+
+    def error(argv) -> str:
+        assert cli.main(argv) == 2
+        return capsys.readouterr().err
+
+    assert "already holds a pose run" in error([*argv, "--out", str(run)])
+    assert "does not exist" in error(["vision", "train", "--data", "nowhere", "--out", "x"])
+    (tmp_path / "empty").mkdir()
+    empty = str(tmp_path / "empty")
+    assert "no shards" in error(["vision", "train", "--data", empty, "--out", "x"])
+    bad_key = ["vision", "train", "--data", str(train_dir), "--out", "x", "--set", "stepz=3"]
+    assert "unknown config key 'stepz'" in error(bad_key)
+    other = str(write_dataset(tmp_path / "big", sizes=(3,), res=40))
+    assert "was trained on" in error(["vision", "eval", str(run), "--data", other])
+    assert "is not a pose run" in error(["vision", "eval", empty, "--data", str(test_dir)])

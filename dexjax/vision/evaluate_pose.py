@@ -6,12 +6,14 @@ relative rotation's angle, `quaternion.angle_between`), in degrees. Both as mean
 over the set, next to the paper's Table 6.
 """
 
+import dataclasses
 import functools
 import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from dexjax.vision import pose_net as pn
 from dexjax.vision import train_pose
@@ -89,6 +91,53 @@ def evaluate_run(
         "checkpoint": step,
         **errors_on(config, params, data),
     }
+
+
+@struct.dataclass
+class VisionPose:
+    """The pose estimator in the loop: render a batch of states, estimate the object's pose.
+
+    A pytree, so it is an argument of jitted functions (`evaluate.evaluate(vision=...)`).
+    The `VisionRenderer` that made `scene` and `context` must stay alive while it is used.
+    """
+
+    params: object
+    scene: object  # vision.render.RenderScene
+    context: object  # the renderer's context pytree, made for exactly B worlds
+    net: pn.PoseNetConfig = struct.field(pytree_node=False)
+    vision: object = struct.field(pytree_node=False)  # vision.render.VisionConfig
+
+    def estimate(self, key: jax.Array, qpos: jax.Array, mocap_quat: jax.Array) -> pn.Pose:
+        """Poses [B] estimated from randomized images of qpos [B, nq]."""
+        from dexjax.vision import render
+
+        images = render.render_images(self.scene, self.context, self.vision, key, qpos, mocap_quat)
+        return pn.predict(self.net, self.params, images)
+
+    def observe(self, key: jax.Array, env, state) -> jax.Array:
+        """Policy observations [B, obs] of a batch of env states with the estimated pose."""
+        pose = self.estimate(key, state.data.qpos, state.data.mocap_quat)
+        return jax.vmap(env.policy_obs_with_pose)(state, pose.pos, pose.quat)
+
+
+def load_vision_pose(run_dir: str | pathlib.Path, mj_model, batch: int, step: int | None = None):
+    """(VisionPose, VisionRenderer) of a pose run, rendering like its training images.
+
+    Keep the returned renderer alive as long as the VisionPose is used (it owns the render
+    context's buffers).
+    """
+    from dexjax.vision import render
+
+    config, params, _ = train_pose.load_params(run_dir, step)
+    record = train_pose.read_data_record(run_dir)
+    _, height, width, _ = record["image_shape"]
+    fields = record.get("vision_config") or {}
+    known = {f.name for f in dataclasses.fields(render.VisionConfig)}
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if k in known}
+    vision = render.VisionConfig(**{**fields, "width": width, "height": height})
+    renderer = render.VisionRenderer(mj_model, vision, batch)
+    pose = VisionPose(params, renderer.scene, renderer.context, config.net, vision)
+    return pose, renderer
 
 
 def format_table(result: dict, label: str = "this run") -> str:

@@ -161,6 +161,11 @@ def _member_shape(shard: np.lib.npyio.NpzFile, name: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def _manifest(directory: pathlib.Path) -> dict:
+    path = directory / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def check_same_images(train: Dataset, other: Dataset) -> None:
     if train.image_shape != other.image_shape:
         raise DatasetError(
@@ -326,6 +331,8 @@ def train(
                 "train_images": data.size,
                 "test": None if test is None else str(test.directory.absolute()),
                 "image_shape": list(data.image_shape),
+                # How the training images were drawn, for rendering alike later (closed loop).
+                "vision_config": _manifest(data.directory).get("vision_config"),
             },
             indent=2,
         )
@@ -397,8 +404,13 @@ def read_config(run_dir: str | pathlib.Path) -> PoseTrainConfig:
     return config_from_dict(json.loads(path.read_text()))
 
 
+def read_data_record(run_dir: str | pathlib.Path) -> dict:
+    """`data.json` of a pose run: the datasets, their image shape and vision config."""
+    return json.loads((pathlib.Path(run_dir) / "data.json").read_text())
+
+
 def read_image_shape(run_dir: str | pathlib.Path) -> tuple[int, ...]:
-    return tuple(json.loads((pathlib.Path(run_dir) / "data.json").read_text())["image_shape"])
+    return tuple(read_data_record(run_dir)["image_shape"])
 
 
 def load_params(run_dir: str | pathlib.Path, step: int | None = None):
