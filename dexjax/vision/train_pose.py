@@ -190,11 +190,15 @@ def minibatches(data: Dataset, batch_size: int, seed: int) -> Iterator[tuple[np.
     """Endless shuffled minibatches (images, pos, quat), one shard in memory at a time.
 
     Every epoch visits the shards in a new order and shuffles within each; the last few
-    examples of a shard join the next shard's.
+    examples of a shard join the next shard's. A dataset still being written (no
+    `manifest.json` yet) is listed again at every epoch, so shards written since join in
+    (the writer renames each shard into place when complete).
     """
     rng = np.random.default_rng(seed)
     rest = None
     while True:
+        if not (data.directory / "manifest.json").exists():
+            data = open_dataset(data.directory)
         for index in rng.permutation(len(data.shards)):
             arrays = load_shard(data.shards[index])
             if rest is not None:
