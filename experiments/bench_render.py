@@ -116,7 +116,19 @@ def bench_opengl(size: int, count: int) -> dict:
     }
 
 
+_GL_LIBRARIES = {"egl": "EGL", "osmesa": "OSMesa", "glfw": "glfw"}
+
+
 def run_opengl_child(size: int, count: int, backend: str) -> dict:
+    import ctypes.util
+
+    library = _GL_LIBRARIES.get(backend, backend)
+    if ctypes.util.find_library(library) is None:
+        return {
+            "renderer": f"mujoco.Renderer (MUJOCO_GL={backend})",
+            "size": size,
+            "error": f"cannot run here: lib{library} is not installed",
+        }
     env = {**os.environ, "MUJOCO_GL": backend, "PYOPENGL_PLATFORM": backend}
     command = [sys.executable, __file__, "--opengl-child", str(size), str(count)]
     try:

@@ -139,6 +139,10 @@ def test_bad_input_is_refused(mj_model, renderer):
         renderer.render(key, _qpos(mj_model, BATCH + 1))
     with pytest.raises(ValueError, match="mocap_quat"):
         renderer.render(key, _qpos(mj_model, BATCH), np.zeros((BATCH, 2, 4), np.float32))
+    three = _qpos(mj_model, BATCH + 1)
+    mocap = np.zeros((BATCH + 1, mj_model.nmocap, 4), np.float32)
+    with pytest.raises(ValueError, match="exactly 2 worlds"):  # the pure function checks too
+        vr.render_images(renderer.scene, renderer.context, renderer.config, key, three, mocap)
     with pytest.raises(ValueError, match="lights"):
         vr.VisionConfig(lights=(4, 7))
     spec = mujoco.MjSpec()

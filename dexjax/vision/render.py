@@ -37,6 +37,7 @@ import mujoco
 import numpy as np
 from flax import struct
 from mujoco import mjx
+from mujoco.mjx.warp import render_context
 
 from dexjax import constants as c
 from dexjax import render as video
@@ -527,6 +528,12 @@ def render_images(
       uint8 RGB, [B, cameras, height, width, 3].
     """
     batch = qpos.shape[0]
+    worlds = render_context.get(context).nworld
+    if qpos.shape[0] != worlds or mocap_quat.shape[0] != worlds:
+        raise ValueError(
+            f"the render context draws exactly {worlds} worlds; got qpos {qpos.shape} and "
+            f"mocap_quat {mocap_quat.shape}"
+        )
     if config.randomize:
         visuals = jax.vmap(sample_visuals, in_axes=(0, None, None))(
             jax.random.split(key, batch), scene, config
