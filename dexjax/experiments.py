@@ -46,7 +46,9 @@ SCALES = {
     "cpu-small": Scale(
         name="cpu-small",
         preset="cpu",
-        overrides=("total_env_steps=100000",),
+        # 100 PPO updates of 32 environments x 10 steps: minutes per policy on a quiet
+        # 2-core CPU (the whole table must fit in a session on a shared one).
+        overrides=("total_env_steps=32000",),
         trials=20,
         timeout_s=16.0,
         cost="a few minutes per policy on a 2-core CPU (see experiments/README.md)",
@@ -153,6 +155,9 @@ TABLES = {
                 PolicySpec("octagon-all-lstm", object="octagon"),
                 PaperFigure(29.0, 19.7, 30),
             ),
+            # The hook for vision: when a trained pose estimator can be named per scale, this
+            # row gets the block policy evaluated with `evaluate.evaluate(..., vision=...)`
+            # (the policy sees the pose the CNN estimates from rendered cameras).
             RowSpec(
                 "block, vision",
                 None,
