@@ -97,7 +97,8 @@ def test_run_configs_of_the_rows():
                 assert row.pending
                 continue
             config = experiments.run_config(SCALE, row.policy)
-            assert config.total_env_steps == 100_000
+            assert config.total_env_steps == 32_000
+            assert config.updates == 100
             assert config.env.scene.object == row.policy.object
             assert config.env.randomization == randomization.preset(row.policy.randomization)
             assert (config.train.network.lstm == 0) == (not row.policy.memory)
