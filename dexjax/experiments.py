@@ -136,6 +136,8 @@ class Row:
     env_steps: int = 0
     train_s: float = 0.0
     eval_s: float = 0.0
+    eval_reused: bool = False
+    """The summary was saved in the run by an earlier command (see `evaluate_run`)."""
 
 
 BLOCK = PolicySpec("block-all-lstm")
@@ -311,14 +313,22 @@ def train_or_reuse(
     return result.seconds, result.env_steps
 
 
+def eval_file(scale: Scale) -> str:
+    """Where a run keeps its evaluation at `scale` (so tables sharing a policy share it)."""
+    return f"eval-{scale.name}.json"
+
+
 def evaluate_run(
     run_dir: pathlib.Path | None,
     config: config_lib.RunConfig,
     scale: Scale,
     random_actions: bool,
     progress: bool,
-) -> dict:
-    """The protocol's summary for a run's latest checkpoint (or for random actions)."""
+    reuse: bool = False,
+) -> tuple[dict, bool]:
+    """The protocol's summary for a run's latest checkpoint (or for random actions), and
+    whether it was reused. A run's summary is saved in it (`eval_file`) with the protocol
+    it was measured with; `reuse` takes a saved one of the same protocol and checkpoint."""
     from dexjax import evaluate, run
 
     eval_config = evaluate.EvalConfig(
@@ -326,11 +336,24 @@ def evaluate_run(
         timeout_s=scale.timeout_s,
         policy="random" if random_actions else "trained",
     )
-    learner = None
-    if not random_actions:
-        learner = evaluate.load_learner(run_dir, config, run.make_env(config))
-    result = evaluate.evaluate(config, learner, eval_config, progress=progress)
-    return result.summary()
+    if random_actions:
+        return evaluate.evaluate(config, None, eval_config, progress=progress).summary(), False
+    learner = evaluate.load_learner(run_dir, config, run.make_env(config))
+    protocol = {
+        "trials": eval_config.trials,
+        "timeout_s": eval_config.timeout_s,
+        "seed": eval_config.seed,
+        "sample": eval_config.sample,
+        "checkpoint_update": int(learner.update),
+    }
+    saved = pathlib.Path(run_dir) / eval_file(scale)
+    if reuse and saved.exists():
+        record = json.loads(saved.read_text())
+        if record.get("protocol") == protocol:
+            return record["summary"], True
+    summary = evaluate.evaluate(config, learner, eval_config, progress=progress).summary()
+    saved.write_text(json.dumps({"protocol": protocol, "summary": summary}, indent=2) + "\n")
+    return summary, False
 
 
 def measure_row(
@@ -350,7 +373,7 @@ def measure_row(
     if policy.random_actions:
         config = run_config(scale, policy)
         start = time.perf_counter()
-        summary = evaluate_run(None, config, scale, True, progress)
+        summary, _ = evaluate_run(None, config, scale, True, progress)
         return Row(spec, summary, eval_s=time.perf_counter() - start)
     if policy.name in given:
         run_dir = pathlib.Path(given[policy.name])
@@ -365,8 +388,9 @@ def measure_row(
         config = run_config(scale, policy)
         train_s, env_steps = train_or_reuse(run_dir, config, scale.preset, reuse, progress)
     start = time.perf_counter()
-    summary = evaluate_run(run_dir, config, scale, False, progress)
-    return Row(spec, summary, str(run_dir), env_steps, train_s, time.perf_counter() - start)
+    summary, reused = evaluate_run(run_dir, config, scale, False, progress, reuse)
+    seconds = time.perf_counter() - start
+    return Row(spec, summary, str(run_dir), env_steps, train_s, seconds, eval_reused=reused)
 
 
 # ---------------------------------------------------------------------------------------
@@ -501,6 +525,7 @@ def write_results(
                 "env_steps": r.env_steps,
                 "train_s": r.train_s,
                 "eval_s": r.eval_s,
+                "eval_reused": r.eval_reused,
                 "summary": r.summary,
             }
             for r in rows
@@ -607,7 +632,10 @@ def _timing_note(rows: list[Row], total_s: float) -> str:
         steps = (
             f"{r.env_steps:,} env steps, trained in {r.train_s / 60:.1f} min, " if r.run_dir else ""
         )
-        parts.append(f"{r.spec.label}: {steps}evaluated in {r.eval_s / 60:.1f} min")
+        evaluated = (
+            "evaluation reused" if r.eval_reused else f"evaluated in {r.eval_s / 60:.1f} min"
+        )
+        parts.append(f"{r.spec.label}: {steps}{evaluated}")
     return (
         f"Wall-clock of this command: {total_s / 60:.1f} min ("
         + "; ".join(parts)

@@ -1,6 +1,7 @@
 """The paper's tables as commands (dexjax.experiments): configs of the rows, the table
 writer against hand-worked numbers, and the command's errors. Nothing here trains."""
 
+import dataclasses
 import json
 import pathlib
 import runpy
@@ -177,3 +178,38 @@ def test_a_script_rejects_a_bad_scale():
     )
     assert done.returncode == 2
     assert "invalid choice: 'huge'" in done.stderr
+
+
+def test_evaluations_are_saved_and_reused_only_for_the_same_protocol(tmp_path, monkeypatch):
+    from dexjax import evaluate
+
+    calls = []
+
+    class FakeResult:
+        def summary(self):
+            return {"mean": float(len(calls))}
+
+    def fake_evaluate(config, learner, eval_config, progress):
+        calls.append((int(learner.update), eval_config.trials, eval_config.timeout_s))
+        return FakeResult()
+
+    update = {"value": 7}
+    monkeypatch.setattr(run, "make_env", lambda config: None)
+    monkeypatch.setattr(
+        evaluate, "load_learner", lambda *a: type("L", (), {"update": update["value"]})
+    )
+    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
+    config = experiments.run_config(SCALE, experiments.BLOCK)
+
+    def measure(reuse, scale=SCALE):
+        return experiments.evaluate_run(tmp_path, config, scale, False, False, reuse)
+
+    assert measure(reuse=True) == ({"mean": 1.0}, False)  # nothing saved yet
+    assert (tmp_path / "eval-cpu-small.json").exists()
+    assert measure(reuse=True) == ({"mean": 1.0}, True)
+    assert measure(reuse=False) == ({"mean": 2.0}, False)  # without --reuse: measured again
+    update["value"] = 8  # a newer checkpoint: measured again
+    assert measure(reuse=True) == ({"mean": 3.0}, False)
+    longer = dataclasses.replace(SCALE, timeout_s=80.0)  # another protocol: measured again
+    assert measure(reuse=True, scale=longer) == ({"mean": 4.0}, False)
+    assert calls == [(7, 20, 16.0), (7, 20, 16.0), (8, 20, 16.0), (8, 20, 80.0)]
