@@ -171,3 +171,164 @@ def table(rows: list[dict]) -> str:
             f"{r['physics_steps_per_s']:.0f} | {ratio:.2f}x | {r['compile_s']:.1f} |"
         )
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# Training throughput: simulation + learning, against Brax PPO on MuJoCo Playground.
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainBenchConfig:
+    env_counts: tuple[int, ...] = (32, 128)
+    preset: str = "cpu"
+    """dexjax run preset whose task and learner are timed (the number of environments is
+    replaced by each of `env_counts`)."""
+    updates_per_call: int = 2
+    """PPO updates per compiled call of dexjax's train_chunk."""
+    calls: int = 3
+    """Timed calls after the compiling one."""
+    peers: bool = True
+    """Also train Brax PPO on Playground's LEAP cube task (needs the `bench` extra)."""
+    peer_env: str = "LeapCubeReorient"
+    peer_steps_per_epoch: int = 2
+    """Brax training steps (one rollout of every env, then the updates) in its timed epoch."""
+
+
+def _timed_chunks(fn, runner, calls: int) -> tuple[float, float, float, object]:
+    """(first call s, wall s per later call, process CPU s per later call, last runner)."""
+    start = time.perf_counter()
+    runner, _ = jax.block_until_ready(fn(runner))
+    first = time.perf_counter() - start
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for _ in range(calls):
+        runner, _ = jax.block_until_ready(fn(runner))
+    wall = (time.perf_counter() - start) / calls
+    return first, wall, (time.process_time() - cpu_start) / calls, runner
+
+
+def bench_train_dexjax(num_envs: int, cfg: TrainBenchConfig) -> dict:
+    """dexjax's LSTM PPO (`train.train_chunk`, the function `dexjax train` runs) on the
+    preset's task with `num_envs` environments, and the same rollouts without the update
+    (simulation and policy/value inference only) to split the time."""
+    from dexjax import config as config_lib
+    from dexjax import parallel, run
+    from dexjax import train as train_lib
+
+    config = config_lib.override(
+        config_lib.preset(cfg.preset),
+        [f"train.num_envs={num_envs}", f"train.updates_per_chunk={cfg.updates_per_call}"],
+    )
+    tc = config.train
+    env = run.make_env(config)
+    mesh = parallel.env_mesh()
+    parallel.check_divisible(tc.num_envs, tc.num_minibatches, mesh)
+    runner = train_lib.distribute(train_lib.init(tc, env, jax.random.key(tc.seed)), mesh)
+
+    def full(r):
+        return train_lib.train_chunk(tc, env, r, mesh)
+
+    @jax.jit
+    def rollouts_only(r):
+        def body(r, _):
+            r, t = train_lib.rollout(tc, env, train_lib.constrain(r, mesh))
+            return train_lib.constrain(r, mesh), t.reward.mean()
+
+        return jax.lax.scan(body, r, None, length=tc.updates_per_chunk)
+
+    compiled = train_lib.train_chunk._cache_size()
+    first, wall, cpu, runner = _timed_chunks(full, runner, cfg.calls)
+    if train_lib.train_chunk._cache_size() != compiled + 1:  # a recompile would be timed
+        raise RuntimeError("train_chunk compiled more than once")
+    r_first, r_wall, r_cpu, _ = _timed_chunks(rollouts_only, runner, cfg.calls)
+    steps = tc.steps_per_update * tc.updates_per_chunk
+    return {
+        "system": f"dexjax/lstm-ppo ({cfg.preset} preset)",
+        "batch": num_envs,
+        "env_steps_per_s": steps / wall,
+        "physics_steps_per_s": steps / wall * config.env.substeps,
+        "env_steps_per_cpu_s": steps / cpu,
+        "compile_s": first - wall,
+        "rollout_env_steps_per_s": steps / r_wall,
+        "rollout_compile_s": r_first - r_wall,
+        "s_per_update": wall / tc.updates_per_chunk,
+        "rollout_s_per_update": r_wall / tc.updates_per_chunk,
+        "update_s_per_update": (wall - r_wall) / tc.updates_per_chunk,
+        "update_share": 1.0 - r_wall / wall,
+        "substeps": config.env.substeps,
+        "devices": mesh.size,
+        "loadavg_1min_after": os.getloadavg()[0],
+        "train": {
+            "hidden": tc.network.hidden,
+            "lstm": tc.network.lstm,
+            "rollout_length": tc.rollout_length,
+            "epochs": tc.epochs,
+            "num_minibatches": tc.num_minibatches,
+        },
+        "note": (
+            f"train.train_chunk of the {cfg.preset} preset with num_envs={num_envs}, "
+            f"{cfg.updates_per_call} updates per call, {cfg.calls} timed calls; every "
+            "randomization on; rollout_*: the same rollouts (simulation + network inference, "
+            "no gradient steps); update = full - rollout."
+        ),
+    }
+
+
+def bench_train_peer(num_envs: int, cfg: TrainBenchConfig) -> dict:
+    """Brax PPO (MLP) training Playground's LEAP cube task with `num_envs` environments
+    (see dexjax.peers.brax_ppo_peer_train)."""
+    from dexjax import peers
+
+    unroll = 40  # Playground's unroll_length for the LEAP cube tasks
+    num_timesteps = 2 * cfg.peer_steps_per_epoch * num_envs * unroll
+    start_cpu = time.process_time()
+    row = peers.brax_ppo_peer_train(cfg.peer_env, num_envs, num_timesteps)
+    row["process_cpu_s_total"] = time.process_time() - start_cpu
+    return row
+
+
+def run_train(cfg: TrainBenchConfig, progress=print) -> list[dict]:
+    """dexjax and the peer at each env count, alternating so both see similar load."""
+    rows = []
+    for num_envs in cfg.env_counts:
+        rows.append(bench_train_dexjax(num_envs, cfg))
+        progress(format_train_row(rows[-1]))
+        if cfg.peers:
+            try:
+                rows.append(bench_train_peer(num_envs, cfg))
+            except ImportError as err:
+                progress(f"peer skipped: {err} (pip install -e '.[bench]')")
+                continue
+            progress(format_train_row(rows[-1]))
+    return rows
+
+
+def format_train_row(row: dict) -> str:
+    return (
+        f"{row['system']:<44} envs {row['batch']:>5}  "
+        f"env steps/s {row['env_steps_per_s']:>8.1f}  per CPU-s {row['env_steps_per_cpu_s']:>8.1f}"
+    )
+
+
+def train_table(rows: list[dict]) -> str:
+    """A Markdown table of training throughput, each peer row's ratio dexjax / peer."""
+    ours = {r["batch"]: r for r in rows if r["system"].startswith("dexjax/")}
+    lines = [
+        "| system | envs | env steps/s | env steps per CPU-s | dexjax / this | compile (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        mine = ours.get(r["batch"])
+        ratio = mine["env_steps_per_s"] / r["env_steps_per_s"] if mine else float("nan")
+        lines.append(
+            f"| {r['system']} | {r['batch']} | {r['env_steps_per_s']:.1f} | "
+            f"{r['env_steps_per_cpu_s']:.1f} | {ratio:.2f}x | {r['compile_s']:.0f} |"
+        )
+    for r in rows:
+        if "update_share" in r:
+            lines.append("")
+            lines.append(
+                f"dexjax at {r['batch']} envs: {r['s_per_update']:.2f} s per update = "
+                f"{r['rollout_s_per_update']:.2f} s rollout (simulation + inference) + "
+                f"{r['update_s_per_update']:.2f} s PPO update ({100 * r['update_share']:.0f}%)"
+            )
+    return "\n".join(lines)

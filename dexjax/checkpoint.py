@@ -6,6 +6,12 @@ resumed run starts fresh episodes (a few megabytes per thousand environments are
 writing every few minutes, and episodes are short). Orbax writes each checkpoint to a
 temporary directory and renames it when complete, so a killed run never leaves a
 half-written latest checkpoint.
+
+Several processes: everything saved is replicated (the environments, which are split over
+devices, are not saved), so each process hands orbax its own host (numpy) copy and every
+process calls `save`, as orbax's multi-process protocol requires (it synchronizes the
+processes and only its primary process, 0, writes numpy values). Every process restores
+the same host values and re-distributes them (dexjax.train.distribute).
 """
 
 import pathlib
@@ -14,7 +20,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import struct
 
-from dexjax import train
+from dexjax import parallel, train
 
 
 class CheckpointError(RuntimeError):
@@ -67,7 +73,7 @@ def manager(directory: pathlib.Path, keep: int = 3) -> ocp.CheckpointManager:
 
 def save(mngr: ocp.CheckpointManager, runner: train.RunnerState) -> int:
     """Write the runner's learning state as the checkpoint of its update count."""
-    state = jax.device_get(learner_state(runner))
+    state = parallel.host_copy(learner_state(runner))
     step = int(state.update)
     mngr.save(step, args=ocp.args.StandardSave(state))
     mngr.wait_until_finished()

@@ -1,9 +1,11 @@
 """The `dexjax` command.
 
 dexjax train [--preset NAME] [--run-dir DIR] [--set group.field=value ...] [--resume DIR]
+             [--coordinator-address HOST:PORT --num-processes N --process-id I | --distributed]
 dexjax eval RUN_DIR [--trials N] [--json FILE] [--policy trained|random] [--video GIF]
 dexjax plot RUN_DIR [--baseline EVAL_JSON] [--out PNG]
 dexjax bench [--json FILE] [--batch 16 128] [--no-peers]
+dexjax bench --train [--batch 32 128] [--preset cpu] [--json FILE] [--no-peers]
 dexjax export RUN_DIR --out DIR [--checkpoint N] [--opset N] [--vision-run POSE_RUN]
 dexjax vision dataset --num-images N --out DIR [--size 64] [--run-dir RUN] [--seed S]
 dexjax vision export POSE_RUN --out DIR [--checkpoint N] [--opset N]
@@ -40,6 +42,25 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--show-config", action="store_true", help="print the config and exit")
+    dist = train.add_argument_group(
+        "several processes (jax.distributed; every process runs the same command)"
+    )
+    dist.add_argument("--coordinator-address", metavar="HOST:PORT", help="process 0's address")
+    dist.add_argument("--num-processes", type=int, help="processes in the run")
+    dist.add_argument("--process-id", type=int, help="this process's index (0: writes the run)")
+    dist.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process run described by the scheduler's environment variables "
+        "(SLURM, Open MPI, JAX_COORDINATOR_ADDRESS, ...) as jax.distributed detects them",
+    )
+    dist.add_argument(
+        "--heartbeat-timeout",
+        type=int,
+        default=30,
+        metavar="S",
+        help="seconds after which a silent process counts as dead and the run fails",
+    )
 
     ev = sub.add_parser("eval", help="consecutive successes of a trained run (paper protocol)")
     ev.add_argument("run_dir", help="a run directory written by dexjax train")
@@ -91,8 +112,17 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     bench = sub.add_parser("bench", help="measure simulation throughput against peers")
-    bench.add_argument("--batch", type=int, nargs="+", default=[16, 128])
-    bench.add_argument("--calls", type=int, default=5)
+    bench.add_argument(
+        "--batch", type=int, nargs="+", help="batch sizes (default 16 128; --train: 32 128)"
+    )
+    bench.add_argument("--calls", type=int, help="timed calls (default 5; --train: 3)")
+    bench.add_argument(
+        "--train",
+        action="store_true",
+        help="training throughput (simulation + LSTM PPO update) against Brax PPO training "
+        "MuJoCo Playground's LEAP cube task, at the same env counts",
+    )
+    bench.add_argument("--preset", default="cpu", help="--train: the dexjax preset timed")
     bench.add_argument("--no-peers", action="store_true", help="skip MuJoCo Playground")
     bench.add_argument(
         "--peer-impl",
@@ -159,9 +189,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _initialize_distributed(args: argparse.Namespace) -> None:
+    """Join a multi-process run when asked to (before JAX's first computation)."""
+    given = [args.coordinator_address, args.num_processes, args.process_id]
+    if not args.distributed and all(v is None for v in given):
+        return
+    if not args.distributed and any(v is None for v in given):
+        raise ValueError(
+            "--coordinator-address, --num-processes and --process-id go together "
+            "(or use --distributed to read them from the scheduler's environment)"
+        )
+    from dexjax import parallel
+
+    parallel.initialize(
+        parallel.DistributedConfig(
+            coordinator_address=args.coordinator_address,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+            heartbeat_timeout_s=args.heartbeat_timeout,
+        )
+    )
+
+
 def _train(args: argparse.Namespace) -> int:
     from dexjax import config as config_lib
     from dexjax import run
+
+    _initialize_distributed(args)
 
     if args.resume:
         if args.preset or args.overrides or args.run_dir:
@@ -285,9 +339,11 @@ def _plot(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from dexjax import bench
 
+    if args.train:
+        return _bench_train(args)
     cfg = bench.BenchConfig(
-        batches=tuple(args.batch),
-        calls=args.calls,
+        batches=tuple(args.batch or (16, 128)),
+        calls=args.calls or 5,
         peers=not args.no_peers,
         peer_impls=tuple(args.peer_impl),
     )
@@ -297,6 +353,25 @@ def _bench(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    from dexjax import bench
+
+    cfg = bench.TrainBenchConfig(
+        env_counts=tuple(args.batch or (32, 128)),
+        preset=args.preset,
+        calls=args.calls or 3,
+        peers=not args.no_peers,
+    )
+    with runtime.Watchdog(timeout_s=3600):
+        rows = bench.run_train(cfg)
+    print(bench.train_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2, default=str)
         print(f"wrote {args.json}")
     return 0
 

@@ -91,7 +91,9 @@ def _smoke() -> RunConfig:
 
 
 def _gpu() -> RunConfig:
-    """One GPU: the full task and the paper's networks with fewer environments."""
+    """One GPU: the full task and the paper's networks with fewer environments. On N GPUs
+    (one process per host, every GPU in one mesh) keep 2,048 environments and 8 minibatches
+    per GPU: train.num_envs=2048*N, train.num_minibatches=8*N."""
     return RunConfig(
         env=env_lib.EnvConfig(),
         train=train_lib.TrainConfig(
@@ -110,7 +112,8 @@ def _gpu() -> RunConfig:
 def _paper() -> RunConfig:
     """The paper's hyperparameters (Appendix D, Table 10): the full task with every
     randomization, Dense 1024 -> LSTM 512, 10-step chunks, and its batch (the paper's
-    optimizer batch is 512 chunks of 10 steps)."""
+    optimizer batch is 512 chunks of 10 steps). Sized for 8 GPUs, as the paper's: 2,048
+    environments and minibatches of 64 per GPU."""
     return RunConfig(
         env=env_lib.EnvConfig(),
         train=train_lib.TrainConfig(

@@ -244,7 +244,8 @@ class HandEnv:
     def __init__(self, config: EnvConfig = EnvConfig()):
         self.config = config
         self.mj_model = scene_lib.build_model(config.scene)
-        self.mjx_model = mjx.put_model(self.mj_model)
+        # On this process's device: see _make_data.
+        self.mjx_model = mjx.put_model(self.mj_model, device=jax.local_devices()[0])
         self.idx = _indices(self.mj_model, config)
         self.dr_info = _model_info(self.mj_model, self.idx, config.scene.object)
         self._origin = jnp.array(scene_lib.OBJECT_START_POS)
@@ -479,7 +480,7 @@ class HandEnv:
             qpos = jnp.array(m.qpos0)
             qpos = qpos.at[o : o + 3].set(self._origin)
             qpos = qpos.at[o + 3 : o + 7].set(quat.random_uniform(key_quat))
-            data = mjx.make_data(self.mjx_model).replace(qpos=qpos)
+            data = _make_data(self.mjx_model).replace(qpos=qpos)
             return self._settle(mjx.forward(self.mjx_model, data), key_settle)
 
         def dropped(data):
@@ -495,7 +496,7 @@ class HandEnv:
             return dropped(data) & (n < self.config.settle_attempts)
 
         # Start from a placeholder that counts as dropped, so `attempt` is traced once.
-        fallen = mjx.make_data(self.mjx_model)
+        fallen = _make_data(self.mjx_model)
         fallen = fallen.replace(qpos=fallen.qpos.at[o + 2].set(-1.0))
         _, _, data = jax.lax.while_loop(again, retry, (key, 0, fallen))
         return data
@@ -719,3 +720,10 @@ def make_env(object: str = "block", **overrides) -> HandEnv:
         valid = sorted(f.name for f in dataclasses.fields(EnvConfig))
         raise ValueError(f"unknown EnvConfig fields {sorted(unknown)}; valid: {valid}")
     return HandEnv(EnvConfig(scene=scene_config, **overrides))
+
+
+def _make_data(model: mjx.Model) -> mjx.Data:
+    """mjx.make_data on this process's first device. MJX's default is jax.devices()[0],
+    which in a multi-process run (jax.distributed) belongs to process 0: every other
+    process would fail to place the data (and the model, see HandEnv) there."""
+    return mjx.make_data(model, device=jax.local_devices()[0])

@@ -10,6 +10,12 @@
 `train(run_dir, config)` starts a run; `train(run_dir, resume=True)` continues one from its
 last checkpoint. Between compiled chunks of `updates_per_chunk` PPO updates the host only
 logs, draws the progress bar and checkpoints.
+
+The environments are split over every device of every process (dexjax.parallel). In a
+multi-process run every process runs this same function: only process 0 writes the config,
+metrics, TensorBoard events, curves and the progress bar; all take part in orbax's
+checkpoint saves (see dexjax.checkpoint) and all restore from the run directory on resume,
+which must therefore be on a file system every process sees.
 """
 
 import dataclasses
@@ -21,7 +27,7 @@ import time
 import jax
 import numpy as np
 
-from dexjax import checkpoint, logs, runtime
+from dexjax import checkpoint, logs, parallel, runtime
 from dexjax import config as config_lib
 from dexjax import env as env_lib
 from dexjax import train as train_lib
@@ -87,7 +93,7 @@ def make_env(config: config_lib.RunConfig) -> env_lib.HandEnv:
 
 def _rows(metrics: dict, first_update: int, config: config_lib.RunConfig, seconds: float):
     """One log row per update of a chunk's [updates, ...] metrics."""
-    metrics = jax.device_get(metrics)
+    metrics = parallel.host_copy(metrics)
     n = config.train.updates_per_chunk
     per_update_s = seconds / n
     steps_per_update = config.train.steps_per_update
@@ -128,9 +134,11 @@ def train(
 
     `max_chunks` stops this invocation early (the run can be resumed later).
     """
+    from jax.experimental import multihost_utils
     from tqdm import tqdm
 
     run_dir = pathlib.Path(run_dir)
+    writer = parallel.is_writer()
     if resume:
         if config is not None:
             raise RunDirError("a resumed run uses the config saved in its run directory")
@@ -143,11 +151,16 @@ def train(
                 f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                 "or choose another --run-dir"
             )
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_config(run_dir, config, preset)
+        # Every process has checked the directory before process 0 writes into it.
+        multihost_utils.sync_global_devices("dexjax run directory checked")
+        if writer:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_config(run_dir, config, preset)
 
     env = make_env(config)
     tc = config.train
+    mesh = parallel.env_mesh()
+    parallel.check_divisible(tc.num_envs, tc.num_minibatches, mesh)
     mngr = checkpoint.manager(run_dir / CHECKPOINT_DIR, keep=config.checkpoints_to_keep)
     start = time.perf_counter()
     with runtime.Watchdog(timeout_s=watchdog_s) as watchdog:
@@ -164,23 +177,30 @@ def train(
         else:
             runner = train_lib.init(tc, env, jax.random.key(tc.seed))
         update = int(runner.update)
+        runner = train_lib.distribute(runner, mesh)
         total = config.updates
-        log = logs.MetricsLog(run_dir, tensorboard=tensorboard)
+        log = logs.MetricsLog(run_dir, tensorboard=tensorboard) if writer else None
         bar = tqdm(
-            total=total, initial=update, unit="update", disable=not progress, dynamic_ncols=True
+            total=total,
+            initial=update,
+            unit="update",
+            disable=not (progress and writer),
+            dynamic_ncols=True,
         )
         chunks = 0
         row: dict = {}
         try:
             while update < total and (max_chunks is None or chunks < max_chunks):
                 t0 = time.perf_counter()
-                runner, metrics = train_lib.train_chunk(tc, env, runner)
+                runner, metrics = train_lib.train_chunk(tc, env, runner, mesh)
                 metrics = jax.block_until_ready(metrics)
                 seconds = time.perf_counter() - t0
                 for row in _rows(metrics, update, config, seconds):
                     row["time/elapsed_s"] = time.perf_counter() - start
-                    log.write(row)
-                log.flush()
+                    if log is not None:
+                        log.write(row)
+                if log is not None:
+                    log.flush()
                 update += tc.updates_per_chunk
                 chunks += 1
                 bar.update(tc.updates_per_chunk)
@@ -192,9 +212,10 @@ def train(
                 checkpoint.save(mngr, runner)
         finally:
             bar.close()
-            log.close()
+            if log is not None:
+                log.close()
             mngr.close()
-    rows = logs.read_metrics(run_dir, max_update=update)
+    rows = logs.read_metrics(run_dir, max_update=update) if writer else []
     if rows:
         logs.plot_curves(rows, run_dir / logs.CURVES_FILE, title=str(run_dir))
     return RunResult(

@@ -24,7 +24,7 @@ import optax
 from flax import struct
 
 from dexjax import adr as adr_lib
-from dexjax import networks, ppo
+from dexjax import networks, parallel, ppo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,8 +154,10 @@ def own_buffers(tree: Any) -> Any:
     one array in several fields (one zero for reward, done and truncation). Committing
     matters too: jit keys its cache on it, and the arrays train_chunk returns are
     committed, so an uncommitted first runner would compile train_chunk a second time.
+    The device is this process's first (in a multi-process run, jax.devices()[0] belongs
+    to process 0).
     """
-    device = jax.devices()[0]
+    device = jax.local_devices()[0]
     return jax.tree.map(
         lambda x: jax.device_put(jnp.copy(x), device) if isinstance(x, jax.Array) else x, tree
     )
@@ -299,8 +301,15 @@ def env_minibatches(x: jax.Array, axis: int, order: jax.Array, num: int) -> jax.
     return jnp.moveaxis(x.reshape(shape), axis, 0)
 
 
-def update_step(config: TrainConfig, env, runner: RunnerState) -> tuple[RunnerState, dict]:
-    """One PPO iteration: rollout, GAE, `epochs` x `num_minibatches` gradient steps."""
+def update_step(
+    config: TrainConfig, env, runner: RunnerState, mesh: jax.sharding.Mesh | None = None
+) -> tuple[RunnerState, dict]:
+    """One PPO iteration: rollout, GAE, `epochs` x `num_minibatches` gradient steps.
+
+    With a `mesh`, environments and minibatches are split over its devices (see
+    `distribute`); the computation, and so the result, is that of one device.
+    """
+    runner = constrain(runner, mesh)
     start_policy_carry, start_value_carry = runner.policy_carry, runner.value_carry
     runner, t = rollout(config, env, runner)
     norm = runner.normalizers
@@ -343,6 +352,16 @@ def update_step(config: TrainConfig, env, runner: RunnerState) -> tuple[RunnerSt
             "policy_carry": jax.tree.map(lambda x: take(x, 0), data["policy_carry"]),
             "value_carry": jax.tree.map(lambda x: take(x, 0), data["value_carry"]),
         }
+        # The shuffle draws each minibatch from every device's environments (XLA moves
+        # them), so the minibatches are those of one device; each minibatch is then split
+        # over the devices again: [num, T, b, ...] on b, carries [num, b, ...] on b.
+        batches = {
+            "transitions": parallel.constrain_env(batches["transitions"], mesh, axis=2),
+            "advantages": parallel.constrain_env(batches["advantages"], mesh, axis=2),
+            "returns": parallel.constrain_env(batches["returns"], mesh, axis=2),
+            "policy_carry": parallel.constrain_env(batches["policy_carry"], mesh, axis=1),
+            "value_carry": parallel.constrain_env(batches["value_carry"], mesh, axis=1),
+        }
         return jax.lax.scan(minibatch_step, carry, batches)
 
     key, key_epochs = jax.random.split(runner.key)
@@ -361,7 +380,7 @@ def update_step(config: TrainConfig, env, runner: RunnerState) -> tuple[RunnerSt
     metrics = {k: jnp.mean(v) for k, v in loss_metrics.items()}
     metrics.update(_rollout_metrics(t, values, returns))
     metrics.update(adr_metrics)
-    return runner, metrics
+    return constrain(runner, mesh), parallel.constrain_replicated(metrics, mesh)
 
 
 def _rollout_metrics(t: Transition, values: jax.Array, returns: jax.Array) -> dict:
@@ -389,9 +408,50 @@ def _rollout_metrics(t: Transition, values: jax.Array, returns: jax.Array) -> di
     return out
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2,))
-def train_chunk(config: TrainConfig, env, runner: RunnerState) -> tuple[RunnerState, dict]:
-    """`updates_per_chunk` PPO updates in one compiled call; metrics are [updates, ...]."""
+# Fields of RunnerState with one entry per environment (leading axis): split over devices.
+PER_ENV_FIELDS = ("env_state", "policy_carry", "value_carry", "starts", "episode_return")
+
+
+def _split_fields(runner: RunnerState) -> tuple[dict, dict]:
+    per_env = {name: getattr(runner, name) for name in PER_ENV_FIELDS}
+    shared = {
+        f.name: getattr(runner, f.name)
+        for f in dataclasses.fields(runner)
+        if f.name not in PER_ENV_FIELDS
+    }
+    return per_env, shared
+
+
+def constrain(runner: RunnerState, mesh: jax.sharding.Mesh | None) -> RunnerState:
+    """Inside jit: per-environment fields split over `mesh`, the rest replicated."""
+    if mesh is None:
+        return runner
+    per_env, shared = _split_fields(runner)
+    return runner.replace(
+        **parallel.constrain_env(per_env, mesh), **parallel.constrain_replicated(shared, mesh)
+    )
+
+
+def distribute(runner: RunnerState, mesh: jax.sharding.Mesh) -> RunnerState:
+    """`runner` (the same whole value in every process) as global arrays over `mesh`:
+    per-environment fields split along the environment axis, the rest replicated."""
+    per_env, shared = _split_fields(runner)
+    return runner.replace(
+        **parallel.place_env(per_env, mesh), **parallel.place_replicated(shared, mesh)
+    )
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 3), donate_argnums=(2,))
+def train_chunk(
+    config: TrainConfig, env, runner: RunnerState, mesh: jax.sharding.Mesh | None = None
+) -> tuple[RunnerState, dict]:
+    """`updates_per_chunk` PPO updates in one compiled call; metrics are [updates, ...].
+
+    `mesh`: split the environments over its devices (pass a runner from `distribute`).
+    """
     return jax.lax.scan(
-        lambda r, _: update_step(config, env, r), runner, None, length=config.updates_per_chunk
+        lambda r, _: update_step(config, env, r, mesh),
+        runner,
+        None,
+        length=config.updates_per_chunk,
     )

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from dexjax import adr, checkpoint, cli, evaluate, logs, run, train
+from dexjax import adr, checkpoint, cli, evaluate, logs, parallel, run, train
 from dexjax import config as config_lib
 
 UPDATES_PER_CHUNK = 2
@@ -60,9 +60,12 @@ def test_adr_moves_ranges_inside_the_compiled_loop():
     start = adr.init(config.env.adr, config.env.randomization).ranges
     np.testing.assert_array_equal(runner.adr.ranges.low, start.low)
 
-    runner, metrics = train.train_chunk(config.train, env, runner)
+    # As run.train calls it (a one-device mesh here), so the compiled function is shared.
+    mesh = parallel.env_mesh()
+    runner = train.distribute(runner, mesh)
+    runner, metrics = train.train_chunk(config.train, env, runner, mesh)
     compiled = train.train_chunk._cache_size()
-    runner, metrics = train.train_chunk(config.train, env, runner)
+    runner, metrics = train.train_chunk(config.train, env, runner, mesh)
     # The runner train_chunk returns has the types of the one init made: no second compile.
     assert train.train_chunk._cache_size() == compiled
     metrics = jax.device_get(metrics)
