@@ -599,8 +599,14 @@ def main(argv: list[str] | None, table: TableSpec) -> int:
     runtime.configure_jax()
     scale = SCALES[args.scale]
     start = time.perf_counter()
-    rows = []
-    for spec in table.rows:
+    rows: list[Row] = []
+    out_dir = pathlib.Path(args.out_dir)
+    for index, spec in enumerate(table.rows):
+        if index:  # after each row, so that a stopped command leaves the rows it measured
+            partial = rows + [_not_yet(s) for s in table.rows[index:]]
+            write_results(
+                table, partial, scale, out_dir, [_timing_note(rows, time.perf_counter() - start)]
+            )
         print(f"[{table.key}] {spec.label}", flush=True)
         try:
             rows.append(
@@ -618,10 +624,16 @@ def main(argv: list[str] | None, table: TableSpec) -> int:
             return 2
     total = time.perf_counter() - start
     notes = [_timing_note(rows, total)]
-    paths = write_results(table, rows, scale, pathlib.Path(args.out_dir), notes)
+    paths = write_results(table, rows, scale, out_dir, notes)
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _not_yet(spec: RowSpec) -> Row:
+    """A row the command has not reached (in the tables it writes while it runs)."""
+    pending = spec.pending or "not measured: the command stopped before this row"
+    return Row(dataclasses.replace(spec, pending=pending), None)
 
 
 def _timing_note(rows: list[Row], total_s: float) -> str:

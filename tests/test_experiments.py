@@ -213,3 +213,10 @@ def test_evaluations_are_saved_and_reused_only_for_the_same_protocol(tmp_path, m
     longer = dataclasses.replace(SCALE, timeout_s=80.0)  # another protocol: measured again
     assert measure(reuse=True, scale=longer) == ({"mean": 4.0}, False)
     assert calls == [(7, 20, 16.0), (7, 20, 16.0), (8, 20, 16.0), (8, 20, 80.0)]
+
+
+def test_rows_not_reached_are_marked():
+    table = experiments.TABLES["table4"]
+    rows = [experiments._not_yet(spec) for spec in table.rows]
+    text = experiments.format_table(table, rows, SCALE)
+    assert text.count("(not measured: the command stopped before this row)") == 5
