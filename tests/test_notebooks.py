@@ -9,6 +9,7 @@ the same computation was compiled before (the tiny training run of quickstart an
 analysis is the same config on purpose).
 """
 
+import os
 import pathlib
 
 import nbformat
@@ -53,7 +54,10 @@ def test_runs_top_to_bottom(path, tmp_path):
         kernel_name="python3",
         resources={"metadata": {"path": str(tmp_path)}},
     )
-    client.execute()  # raises CellExecutionError with the failing cell's traceback
+    # ipykernel gives the kernel's stderr a file descriptor (which the training watchdog's
+    # faulthandler needs) only when PYTEST_CURRENT_TEST is not in its environment.
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    client.execute(env=env)  # raises CellExecutionError with the failing cell's traceback
     errors = [
         out
         for cell in nb.cells
