@@ -306,7 +306,13 @@ def train_or_reuse(
                 f"{run_dir} holds a run of another config than this scale's; "
                 "remove it or choose another --runs-dir"
             )
-        if (_finished_update(run_dir) or 0) < config.updates:
+        done = _finished_update(run_dir)
+        if done is None:
+            raise ValueError(
+                f"{run_dir} holds a run stopped before its first checkpoint: "
+                "remove it to train it again"
+            )
+        if done < config.updates:
             run.train(run_dir, resume=True, progress=progress)
         return _elapsed_s(run_dir), config.updates * config.train.steps_per_update
     result = run.train(run_dir, config, preset=preset, progress=progress)

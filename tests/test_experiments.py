@@ -134,6 +134,8 @@ def test_existing_runs_are_refused_or_must_match(tmp_path):
     run.write_config(run_dir, config, "cpu")
     with pytest.raises(ValueError, match="--reuse"):
         experiments.train_or_reuse(run_dir, config, "cpu", reuse=False, progress=False)
+    with pytest.raises(ValueError, match="before its first checkpoint"):
+        experiments.train_or_reuse(run_dir, config, "cpu", reuse=True, progress=False)
     other = config_lib.override(config, ["total_env_steps=5"])
     with pytest.raises(ValueError, match="another config"):
         experiments.train_or_reuse(run_dir, other, "cpu", reuse=True, progress=False)
