@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import pathlib
+import textwrap
 import time
 
 import numpy as np
@@ -469,7 +470,12 @@ def plot_table(table: TableSpec, rows: list[Row], scale: Scale, path: pathlib.Pa
     import matplotlib.pyplot as plt
 
     fig, (ax, ax_paper) = plt.subplots(
-        1, 2, figsize=(12, 0.6 * len(rows) + 2), sharey=True, constrained_layout=True
+        1,
+        2,
+        figsize=(12, 0.6 * len(rows) + 2.5),
+        sharey=True,
+        constrained_layout=True,
+        gridspec_kw={"width_ratios": (2, 1)},
     )
     labels = [r.spec.label for r in rows]
     y = np.arange(len(rows))[::-1]
@@ -477,7 +483,8 @@ def plot_table(table: TableSpec, rows: list[Row], scale: Scale, path: pathlib.Pa
     for yi, row in zip(y, rows, strict=True):
         s = row.summary
         if s is None:
-            ax.text(0, yi, row.spec.pending, va="center", fontsize=8, color="gray")
+            pending = textwrap.shorten(row.spec.pending, 40, placeholder="...")
+            ax.text(0, yi, f"({pending})", va="center", fontsize=8, color="gray")
             continue
         trials = np.asarray(s["sorted"], float)
         ax.scatter(trials, yi + rng.uniform(-0.15, 0.15, len(trials)), s=10, alpha=0.5)
@@ -492,13 +499,15 @@ def plot_table(table: TableSpec, rows: list[Row], scale: Scale, path: pathlib.Pa
             ax_paper.errorbar(p.mean, yi, xerr=p.std or 0.0, fmt="o", color="black", capsize=4)
         if p.median is not None:
             ax_paper.scatter(p.median, yi, marker="D", color="tab:red", zorder=3)
-    ax_paper.set_title(f"paper ({table.paper_setting})", fontsize=9)
+    setting = textwrap.shorten(table.paper_setting, 40, placeholder="...")
+    ax_paper.set_title(f"paper ({setting})", fontsize=9)
     for a in (ax, ax_paper):
-        a.set_xlabel("consecutive successes (dot: trial, o: mean ± std, ◆: median)")
+        a.set_xlabel("consecutive successes")
         a.grid(alpha=0.3)
+    ax.set_xlim(left=-0.5)
     ax.set_yticks(y, labels)
     ax_paper.set_xlim(-1, 51)
-    fig.suptitle(table.title)
+    fig.suptitle(f"{table.title}\ndots: trials, black: mean ± std, red diamond: median")
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return pathlib.Path(path)
