@@ -181,3 +181,50 @@ def test_train_and_eval_commands_write_a_loadable_run(tmp_path, capsys):
     other = str(write_dataset(tmp_path / "big", sizes=(3,), res=40))
     assert "was trained on" in error(["vision", "eval", str(run), "--data", other])
     assert "is not a pose run" in error(["vision", "eval", empty, "--data", str(test_dir)])
+
+
+def test_joint_augmentation_follows_the_papers_mix():
+    from dexjax.vision import joint
+
+    config = joint.JointConfig()
+    n = 2000
+    key_q, key_aug = jax.random.split(jax.random.key(0))
+    q = quat.random_uniform(key_q, (n,))
+    pos = jnp.tile(jnp.array([1.0, 0.87, 0.2]), (n, 1))
+    new_pos, new_q = joint.augment(config, key_aug, pos, q)
+    angle = np.degrees(np.asarray(quat.angle_between(q, new_q)))
+    moved = np.linalg.norm(np.asarray(new_pos - pos), axis=1)
+    unchanged = (angle < 0.05) & (moved == 0)
+    rotated = (np.abs(angle - 90.0) < 0.05) & (moved == 0)
+    jittered = ~unchanged & ~rotated
+    assert abs(unchanged.mean() - 0.2) < 0.03 and abs(rotated.mean() - 0.4) < 0.03
+    assert np.all(moved[jittered] > 0) and np.median(angle[jittered]) < 15.0
+    # A quarter turn about one of the object's own axes: q^-1 q' is 90 degrees about x, y or z.
+    local = np.asarray(quat.multiply(quat.conjugate(q), new_q))[rotated]
+    assert np.all(np.sort(np.abs(local), axis=1)[:, -2:] > 0.7071 - 1e-4)
+    np.testing.assert_allclose(np.linalg.norm(new_q, axis=1), 1.0, atol=1e-6)
+
+
+@pytest.mark.slow  # builds a renderer and compiles mjx.render: about 4 min on the busy CPU
+def test_joint_pose_update_renders_states_and_learns_from_them():
+    from dexjax import env as env_lib
+    from dexjax.vision import joint, render
+
+    env = env_lib.make_env(settle_steps=1)
+    vision = render.VisionConfig(width=RES, height=RES)
+    config = joint.JointConfig(images_per_update=2, pose_steps=2)
+    renderer = render.VisionRenderer(env.mj_model, vision, batch=2)
+    pose = joint.init(config, vision, jax.random.key(0))
+    before = pose.learner.params
+    qpos = jnp.tile(jnp.asarray(env.mj_model.qpos0, jnp.float32), (2, 1))
+    mocap = jnp.tile(jnp.asarray([[1.0, 0.0, 0.0, 0.0]]), (2, 1, 1))
+    update = jax.jit(
+        lambda pose, qpos, mocap: joint.pose_update(
+            config, vision, env, pose, renderer.scene, renderer.context, qpos, mocap
+        )
+    )
+    pose, metrics = update(pose, qpos, mocap)
+    assert int(pose.images_seen) == 2 and int(pose.learner.step) == 2
+    assert np.isfinite(float(metrics["vision_loss/total"]))
+    changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), before, pose.learner.params)
+    assert all(jax.tree.leaves(changed))
