@@ -194,15 +194,30 @@ class TrainBenchConfig:
     """Brax training steps (one rollout of every env, then the updates) in its timed epoch."""
 
 
-def _timed_chunks(fn, runner, calls: int) -> tuple[float, float, float, object]:
+def _count_lowerings() -> list[int]:
+    """A counter of programs lowered (compiled or fetched from the cache) from now on."""
+    count = [0]
+
+    def listener(event: str, duration_secs: float, **kwargs) -> None:
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            count[0] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    return count
+
+
+def _timed_chunks(fn, runner, calls: int, lowered: list[int]) -> tuple:
     """(first call s, wall s per later call, process CPU s per later call, last runner)."""
     start = time.perf_counter()
     runner, _ = jax.block_until_ready(fn(runner))
     first = time.perf_counter() - start
+    before = lowered[0]
     start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(calls):
         runner, _ = jax.block_until_ready(fn(runner))
     wall = (time.perf_counter() - start) / calls
+    if lowered[0] != before:  # a second compilation would have been timed as training
+        raise RuntimeError("the timed function compiled again after its first call")
     return first, wall, (time.process_time() - cpu_start) / calls, runner
 
 
@@ -235,11 +250,9 @@ def bench_train_dexjax(num_envs: int, cfg: TrainBenchConfig) -> dict:
 
         return jax.lax.scan(body, r, None, length=tc.updates_per_chunk)
 
-    compiled = train_lib.train_chunk._cache_size()
-    first, wall, cpu, runner = _timed_chunks(full, runner, cfg.calls)
-    if train_lib.train_chunk._cache_size() != compiled + 1:  # a recompile would be timed
-        raise RuntimeError("train_chunk compiled more than once")
-    r_first, r_wall, r_cpu, _ = _timed_chunks(rollouts_only, runner, cfg.calls)
+    lowered = _count_lowerings()
+    first, wall, cpu, runner = _timed_chunks(full, runner, cfg.calls, lowered)
+    r_first, r_wall, r_cpu, _ = _timed_chunks(rollouts_only, runner, cfg.calls, lowered)
     steps = tc.steps_per_update * tc.updates_per_chunk
     return {
         "system": f"dexjax/lstm-ppo ({cfg.preset} preset)",
@@ -286,19 +299,20 @@ def bench_train_peer(num_envs: int, cfg: TrainBenchConfig) -> dict:
     return row
 
 
-def run_train(cfg: TrainBenchConfig, progress=print) -> list[dict]:
-    """dexjax and the peer at each env count, alternating so both see similar load."""
+def run_train(cfg: TrainBenchConfig, progress=lambda line, row=None: print(line)) -> list[dict]:
+    """dexjax and the peer at each env count, alternating so both see similar load.
+    `progress(line, row)` receives each finished row."""
     rows = []
     for num_envs in cfg.env_counts:
         rows.append(bench_train_dexjax(num_envs, cfg))
-        progress(format_train_row(rows[-1]))
+        progress(format_train_row(rows[-1]), rows[-1])
         if cfg.peers:
             try:
                 rows.append(bench_train_peer(num_envs, cfg))
             except ImportError as err:
                 progress(f"peer skipped: {err} (pip install -e '.[bench]')")
                 continue
-            progress(format_train_row(rows[-1]))
+            progress(format_train_row(rows[-1]), rows[-1])
     return rows
 
 

@@ -366,8 +366,17 @@ def _bench_train(args: argparse.Namespace) -> int:
         calls=args.calls or 3,
         peers=not args.no_peers,
     )
+    done: list[dict] = []
+
+    def progress(line: str, row: dict | None = None) -> None:
+        print(line, flush=True)
+        if row is not None and args.json:  # rows so far, in case a later one fails
+            done.append(row)
+            with open(args.json, "w") as f:
+                json.dump(done, f, indent=2, default=str)
+
     with runtime.Watchdog(timeout_s=3600):
-        rows = bench.run_train(cfg)
+        rows = bench.run_train(cfg, progress)
     print(bench.train_table(rows))
     if args.json:
         with open(args.json, "w") as f:

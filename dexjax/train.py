@@ -436,9 +436,17 @@ def distribute(runner: RunnerState, mesh: jax.sharding.Mesh) -> RunnerState:
     """`runner` (the same whole value in every process) as global arrays over `mesh`:
     per-environment fields split along the environment axis, the rest replicated."""
     per_env, shared = _split_fields(runner)
-    return runner.replace(
+    runner = runner.replace(
         **parallel.place_env(per_env, mesh), **parallel.place_replicated(shared, mesh)
     )
+    # XLA hands back some shardings in a normal form of its own (on a one-device mesh a
+    # split 1-D array returns as replicated). Passing the runner through the same
+    # constraints, compiled, gives it exactly the shardings train_chunk returns, so that
+    # train_chunk compiles once.
+    return _constrain_jit(runner, mesh)
+
+
+_constrain_jit = jax.jit(constrain, static_argnums=(1,))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 3), donate_argnums=(2,))
