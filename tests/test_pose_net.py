@@ -205,7 +205,7 @@ def test_joint_augmentation_follows_the_papers_mix():
     np.testing.assert_allclose(np.linalg.norm(new_q, axis=1), 1.0, atol=1e-6)
 
 
-@pytest.mark.slow  # builds a renderer and compiles mjx.render: about 4 min on the busy CPU
+@pytest.mark.slow  # builds a renderer and compiles mjx.render: 1-4 min on the busy CPU
 def test_joint_pose_update_renders_states_and_learns_from_them():
     from dexjax import env as env_lib
     from dexjax.vision import joint, render
