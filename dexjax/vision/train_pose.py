@@ -324,10 +324,7 @@ def train(
     config = dataclasses.replace(
         config, net=dataclasses.replace(config.net, pos_mean=mean, pos_std=std)
     )
-    record = {
-        **json.loads(config_to_json(config)),
-    }
-    (run_dir / CONFIG_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
+    (run_dir / CONFIG_FILE).write_text(config_to_json(config))
     (run_dir / "data.json").write_text(
         json.dumps(
             {
