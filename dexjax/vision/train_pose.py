@@ -374,8 +374,7 @@ def train(
                 elapsed = time.time() - start
                 log.write(
                     {
-                        "update": step,
-                        "env_steps": step,
+                        "update": step,  # the minibatch count, under the key logs reads
                         "images": step * config.batch_size,
                         **row,
                         "time/elapsed_s": elapsed,
