@@ -262,6 +262,7 @@ def bench_train_dexjax(num_envs: int, cfg: TrainBenchConfig) -> dict:
         "env_steps_per_cpu_s": steps / cpu,
         "compile_s": first - wall,
         "rollout_env_steps_per_s": steps / r_wall,
+        "rollout_env_steps_per_cpu_s": steps / r_cpu,
         "rollout_compile_s": r_first - r_wall,
         "s_per_update": wall / tc.updates_per_chunk,
         "rollout_s_per_update": r_wall / tc.updates_per_chunk,

@@ -43,7 +43,7 @@ class DistributedConfig:
     heartbeat_timeout_s: int = 30
     """Seconds without a heartbeat after which a process counts as dead: the others then
     fail with an error instead of waiting forever in a collective."""
-    shutdown_timeout_s: int = 30
+    shutdown_timeout_s: int = 120
     """Seconds a finishing process waits for the others at shutdown."""
 
 
