@@ -46,17 +46,27 @@ def _free_port() -> int:
 
 
 def _start(out: pathlib.Path, *extra: str, devices: int = 1) -> subprocess.Popen:
+    """The worker, its output (stdout and stderr) in `out` + ".log". A file, not a pipe:
+    an undrained pipe would block a process mid-run and stall the other one."""
     env = dict(os.environ)
     if devices > 1:
         flag = f"--xla_force_host_platform_device_count={devices}"
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()
-    return subprocess.Popen(
-        [sys.executable, str(WORKER), str(out), *extra],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log = _log_path(out, extra)
+    with open(log, "w") as f:
+        process = subprocess.Popen(
+            [sys.executable, str(WORKER), str(out), *extra],
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
+    process.log = log
+    return process
+
+
+def _log_path(out: pathlib.Path, extra: tuple) -> pathlib.Path:
+    rank = extra[extra.index("--process-id") + 1] if "--process-id" in extra else "0"
+    return out.with_name(f"{out.stem}.{rank}.log")
 
 
 def _start_two_processes(out: pathlib.Path, *extra: str) -> list[subprocess.Popen]:
@@ -66,12 +76,12 @@ def _start_two_processes(out: pathlib.Path, *extra: str) -> list[subprocess.Pope
 
 def _finish(process: subprocess.Popen, deadline: float) -> tuple[int, str]:
     try:
-        out, err = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        process.wait(timeout=max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         process.kill()  # SIGKILL: jax.distributed catches SIGTERM
-        out, err = process.communicate()
-        pytest.fail(f"timed out (deadlock?): {process.args}\n{err[-3000:]}")
-    return process.returncode, out + err
+        process.wait()
+        pytest.fail(f"timed out (deadlock?): {process.args}\n{process.log.read_text()[-3000:]}")
+    return process.returncode, process.log.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -129,13 +139,11 @@ def test_killing_one_process_fails_the_other(tmp_path, killed):
     try:
         deadline = time.monotonic() + TIMEOUT_S
         # Both have trained a chunk (so both are inside the training loop).
-        for p in processes:
-            while True:
-                line = p.stdout.readline()
-                assert line or p.poll() is None, "a process ended early"
-                assert time.monotonic() < deadline, "the run did not start training"
-                if line.startswith("chunk"):
-                    break
+        while not all("chunk 1 on" in p.log.read_text() for p in processes):
+            for p in processes:
+                assert p.poll() is None, f"a process ended early:\n{p.log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "the run did not start training"
+            time.sleep(1.0)
         processes[killed].send_signal(signal.SIGKILL)
         start = time.monotonic()
         code, output = _finish(processes[1 - killed], start + 120)
@@ -145,7 +153,7 @@ def test_killing_one_process_fails_the_other(tmp_path, killed):
         for p in processes:
             if p.poll() is None:
                 p.kill()
-            p.communicate()
+            p.wait()
 
 
 # ---- without subprocesses ----------------------------------------------------------------
