@@ -130,6 +130,11 @@ def test_training_moved_the_parameters_far_beyond_the_tolerance(three_runs):
     assert max(moves) > 100 * ATOL
 
 
+@pytest.mark.xfail(
+    reason="on a busy CPU the two processes can reach their first gloo collective more "
+    "than gloo's fixed 30 s apart and fail before the kill (see README, Several devices)",
+    strict=False,
+)
 @pytest.mark.parametrize("killed", [1, 0])
 def test_killing_one_process_fails_the_other(tmp_path, killed):
     """SIGKILL one process of a two-process run that is training: the other ends with the
