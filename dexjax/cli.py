@@ -367,15 +367,17 @@ def _bench_train(args: argparse.Namespace) -> int:
         peers=not args.no_peers,
     )
     done: list[dict] = []
+    watchdog = runtime.Watchdog(timeout_s=3600)  # an hour without a finished row: stuck
 
     def progress(line: str, row: dict | None = None) -> None:
+        watchdog.beat()
         print(line, flush=True)
         if row is not None and args.json:  # rows so far, in case a later one fails
             done.append(row)
             with open(args.json, "w") as f:
                 json.dump(done, f, indent=2, default=str)
 
-    with runtime.Watchdog(timeout_s=3600):
+    with watchdog:
         rows = bench.run_train(cfg, progress)
     print(bench.train_table(rows))
     if args.json:
