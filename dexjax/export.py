@@ -317,22 +317,35 @@ def check_inputs(env: env_lib.HandEnv, learner: checkpoint.LearnerState, lstm: i
     return obs, h, cell
 
 
-def verify(model: onnx.ModelProto, step: Callable, inputs) -> float:
-    """Run the model in onnxruntime and `step` in JAX on `inputs`; the largest difference."""
+def run_both(
+    model: onnx.ModelProto,
+    fn: Callable,
+    input_names: tuple[str, ...],
+    output_names: tuple[str, ...],
+    inputs,
+) -> tuple[list[np.ndarray], list[np.ndarray], float]:
+    """Run the model in onnxruntime and `fn` jitted in JAX on `inputs`: (onnx outputs, jax
+    outputs, largest difference); an error if any output's shape or dtype differs."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(
         model.SerializeToString(), providers=["CPUExecutionProvider"]
     )
-    got = session.run(list(OUTPUT_NAMES), dict(zip(INPUT_NAMES, inputs, strict=True)))
-    want = [np.asarray(x) for x in jax.jit(step)(*inputs)]
+    got = session.run(list(output_names), dict(zip(input_names, inputs, strict=True)))
+    want = [np.asarray(x) for x in jax.jit(fn)(*inputs)]
     worst = 0.0
-    for name, a, b in zip(OUTPUT_NAMES, got, want, strict=True):
+    for name, a, b in zip(output_names, got, want, strict=True):
         if a.shape != b.shape or a.dtype != b.dtype:
             raise RuntimeError(
                 f"ONNX output {name} is {a.dtype}{a.shape}, JAX's is {b.dtype}{b.shape}"
             )
         worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b), initial=0.0)))
+    return got, want, worst
+
+
+def verify(model: onnx.ModelProto, step: Callable, inputs) -> float:
+    """Run the model in onnxruntime and `step` in JAX on `inputs`; the largest difference."""
+    got, want, worst = run_both(model, step, INPUT_NAMES, OUTPUT_NAMES, inputs)
     if not np.array_equal(got[OUTPUT_NAMES.index("bins")], want[OUTPUT_NAMES.index("bins")]):
         raise RuntimeError("ONNX and JAX choose different bins on the check inputs")
     if worst > 1e-5:

@@ -69,20 +69,7 @@ def trace(estimate: Callable, image_shape: tuple[int, ...]):
 def verify(model: onnx.ModelProto, estimate: Callable, images: np.ndarray) -> float:
     """Run the model in onnxruntime and `estimate` in JAX on `images`; the largest
     difference (an error above MAX_ABS_DIFF)."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(
-        model.SerializeToString(), providers=["CPUExecutionProvider"]
-    )
-    got = session.run(list(OUTPUT_NAMES), {INPUT_NAMES[0]: images})
-    want = [np.asarray(x) for x in jax.jit(estimate)(images)]
-    worst = 0.0
-    for name, a, b in zip(OUTPUT_NAMES, got, want, strict=True):
-        if a.shape != b.shape or a.dtype != b.dtype:
-            raise RuntimeError(
-                f"ONNX output {name} is {a.dtype}{a.shape}, JAX's is {b.dtype}{b.shape}"
-            )
-        worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b), initial=0.0)))
+    _, _, worst = policy_export.run_both(model, estimate, INPUT_NAMES, OUTPUT_NAMES, [images])
     if worst > MAX_ABS_DIFF:
         raise RuntimeError(f"ONNX and JAX pose estimates differ by {worst:g}")
     return worst
