@@ -130,11 +130,15 @@ def test_training_moved_the_parameters_far_beyond_the_tolerance(three_runs):
     assert max(moves) > 100 * ATOL
 
 
-@pytest.mark.xfail(
-    reason="on a busy CPU the two processes can reach their first gloo collective more "
-    "than gloo's fixed 30 s apart and fail before the kill (see README, Several devices)",
-    strict=False,
-)
+def _fail_early_exit(log: str) -> None:
+    """A process ended before the kill. One cause is known and not ours: on a busy CPU the
+    two processes can reach their first gloo collective more than gloo's fixed 30 s apart
+    (see README, Several devices); that case is an expected failure, any other fails."""
+    if "DEADLINE_EXCEEDED" in log:
+        pytest.xfail("gloo's first-collective deadline passed before the kill (busy CPU)")
+    pytest.fail(f"a process ended early:\n{log[-3000:]}")
+
+
 @pytest.mark.parametrize("killed", [1, 0])
 def test_killing_one_process_fails_the_other(tmp_path, killed):
     """SIGKILL one process of a two-process run that is training: the other ends with the
@@ -146,7 +150,8 @@ def test_killing_one_process_fails_the_other(tmp_path, killed):
         # Both have trained a chunk (so both are inside the training loop).
         while not all("chunk 1 on" in p.log.read_text() for p in processes):
             for p in processes:
-                assert p.poll() is None, f"a process ended early:\n{p.log.read_text()[-3000:]}"
+                if p.poll() is not None:
+                    _fail_early_exit(p.log.read_text())
             assert time.monotonic() < deadline, "the run did not start training"
             time.sleep(1.0)
         processes[killed].send_signal(signal.SIGKILL)
