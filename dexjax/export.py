@@ -353,6 +353,23 @@ def verify(model: onnx.ModelProto, step: Callable, inputs) -> float:
     return worst
 
 
+def write_model_and_spec(
+    out_dir: pathlib.Path,
+    model: onnx.ModelProto,
+    model_file: str,
+    spec_file: str,
+    make_spec: Callable[[str], dict],
+) -> tuple[pathlib.Path, pathlib.Path]:
+    """Write `model` and its spec (`make_spec(sha256 of the model bytes)`) to `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = model.SerializeToString()
+    model_path = out_dir / model_file
+    model_path.write_bytes(data)
+    spec_path = out_dir / spec_file
+    spec_path.write_text(json.dumps(make_spec(hashlib.sha256(data).hexdigest()), indent=2) + "\n")
+    return model_path, spec_path
+
+
 def export_policy(
     run_dir: str | pathlib.Path,
     out_dir: str | pathlib.Path,
@@ -382,13 +399,13 @@ def export_policy(
     )
     max_abs_diff = verify(model, policy, check_inputs(env, learner, lstm))
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data = model.SerializeToString()
-    policy_path = out_dir / POLICY_FILE
-    policy_path.write_bytes(data)
-    spec = policy_spec(config, env, run_dir, update, opset, hashlib.sha256(data).hexdigest())
-    spec_path = out_dir / SPEC_FILE
-    spec_path.write_text(json.dumps(spec, indent=2) + "\n")
+    policy_path, spec_path = write_model_and_spec(
+        out_dir,
+        model,
+        POLICY_FILE,
+        SPEC_FILE,
+        lambda sha256: policy_spec(config, env, run_dir, update, opset, sha256),
+    )
     return ExportResult(
         out_dir=out_dir,
         policy_path=policy_path,

@@ -16,7 +16,6 @@ the versions and the pose run's config. Every export checks onnxruntime against 
 """
 
 import dataclasses
-import hashlib
 import json
 import pathlib
 from collections.abc import Callable
@@ -180,11 +179,11 @@ def export_pose_estimator(
         doc=f"dexjax pose estimator of {pose_run} at step {step}; see {POSE_SPEC_FILE}",
     )
     max_abs_diff = verify(model, estimate, check_images(image_shape))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data = model.SerializeToString()
-    model_path = out_dir / POSE_FILE
-    model_path.write_bytes(data)
-    spec = pose_spec(config, record, pose_run, step, opset, hashlib.sha256(data).hexdigest())
-    spec_path = out_dir / POSE_SPEC_FILE
-    spec_path.write_text(json.dumps(spec, indent=2) + "\n")
+    model_path, spec_path = policy_export.write_model_and_spec(
+        out_dir,
+        model,
+        POSE_FILE,
+        POSE_SPEC_FILE,
+        lambda sha256: pose_spec(config, record, pose_run, step, opset, sha256),
+    )
     return PoseExportResult(model_path, spec_path, step, opset, max_abs_diff)
