@@ -36,7 +36,7 @@ def pose_run(env, rendered, tmp_path_factory):
     images, qpos = rendered
     data = tmp_path_factory.mktemp("pose_data")
     pos, quat = dataset.object_pose(env.mj_model, qpos)
-    np.savez(data / "shard_00000.npz", images=images, pos=pos, quat=quat)
+    dataset.write_arrays(data, dataset.Batch(images=images, pos=pos, quat=quat))
     run_dir = tmp_path_factory.mktemp("pose") / "run"
     config = train_pose.PoseTrainConfig(
         steps=2, batch_size=2, log_every=1, checkpoint_every=1, eval_every=1

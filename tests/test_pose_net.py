@@ -12,25 +12,23 @@ import numpy as np
 import pytest
 
 from dexjax import quaternion as quat
-from dexjax.vision import evaluate_pose, train_pose
+from dexjax.vision import dataset, evaluate_pose, train_pose
 from dexjax.vision import pose_net as pn
 
 RES = 32
 SHAPE = (3, RES, RES, 3)
 
 
-def write_dataset(directory, sizes=(10, 6), res=RES, seed=0):
-    """Shards of random images with random poses in the dataset's format."""
+def write_dataset(directory, count=16, shard_size=10, res=RES, seed=0):
+    """A dataset of random images with random poses (shards of `shard_size`, then the rest)."""
     rng = np.random.default_rng(seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    for i, n in enumerate(sizes):
-        q = rng.normal(size=(n, 4))
-        np.savez(
-            directory / f"shard_{i:05d}.npz",
-            images=rng.integers(0, 256, (n, 3, res, res, 3), dtype=np.uint8),
-            pos=(rng.normal(size=(n, 3)) * 0.01 + [1.0, 0.9, 0.2]).astype(np.float32),
-            quat=(q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32),
-        )
+    q = rng.normal(size=(count, 4))
+    batch = dataset.Batch(
+        images=rng.integers(0, 256, (count, 3, res, res, 3), dtype=np.uint8),
+        pos=(rng.normal(size=(count, 3)) * 0.01 + [1.0, 0.9, 0.2]).astype(np.float32),
+        quat=(q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32),
+    )
+    dataset.write_arrays(directory, batch, shard_size=shard_size)
     return directory
 
 
@@ -110,41 +108,59 @@ def test_error_metrics_against_hand_worked_numbers():
 
 
 def test_a_few_hundred_steps_overfit_a_tiny_set(net_config, tmp_path):
-    data = train_pose.open_dataset(write_dataset(tmp_path / "tiny", sizes=(8,)))
-    images, pos, q = train_pose.load_shard(data.shards[0])
-    mean, std = train_pose.position_stats(data)
+    data = dataset.open_dataset(write_dataset(tmp_path / "tiny", count=8))
+    batch = dataset.load_split(data)
+    mean, std = dataset.position_stats(data)
+    np.testing.assert_allclose(mean, batch.pos.astype(np.float64).mean(0), rtol=1e-6)
+    np.testing.assert_allclose(std, batch.pos.astype(np.float64).std(0), rtol=1e-5)
     net = pn.PoseNetConfig(**{**net_config.__dict__, "pos_mean": mean, "pos_std": std})
     config = train_pose.PoseTrainConfig(net=net, learning_rate=2e-3, weight_decay=0.0)
     learner = train_pose.init_learner(config, jax.random.key(0), data.image_shape)
     step = jax.jit(lambda lr, i, p, r: train_pose.train_step(config, lr, i, p, r))
     losses = []
     for _ in range(300):
-        learner, metrics = step(learner, images, pos, q)
+        learner, metrics = step(learner, batch.images, batch.pos, batch.quat)
         losses.append(float(metrics["loss/total"]))
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
     assert last < first / 10, (first, last)
 
 
 def test_bad_datasets_are_refused(tmp_path):
-    with pytest.raises(train_pose.DatasetError, match="does not exist"):
-        train_pose.open_dataset(tmp_path / "nowhere")
+    with pytest.raises(dataset.DatasetError, match="does not exist"):
+        dataset.open_dataset(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(train_pose.DatasetError, match="no shards"):
-        train_pose.open_dataset(tmp_path / "empty")
-    small = write_dataset(tmp_path / "small", sizes=(2,))
-    big = write_dataset(tmp_path / "big", sizes=(2,), res=40)
-    with pytest.raises(train_pose.DatasetError, match="render both at one resolution"):
-        train_pose.train(small, tmp_path / "run", test_dir=big, progress=False)
-    np.savez(tmp_path / "small" / "shard_00009.npz", images=np.zeros((1, 3, 32, 32, 3)))
-    with pytest.raises(train_pose.DatasetError, match="lacks"):
-        train_pose.open_dataset(small)
+    with pytest.raises(dataset.DatasetError, match="no manifest"):
+        dataset.open_dataset(tmp_path / "empty")
+    # Shards without a manifest: a set still being written is not read.
+    partial = write_dataset(tmp_path / "partial", count=2)
+    (partial / "manifest.json").unlink()
+    with pytest.raises(dataset.DatasetError, match="still being written"):
+        train_pose.train(partial, tmp_path / "run0", progress=False)
+    small = write_dataset(tmp_path / "small", count=2)
+    big = write_dataset(tmp_path / "big", count=2, res=40)
+    with pytest.raises(dataset.DatasetError, match="render both at one resolution"):
+        train_pose.train(small, tmp_path / "run1", test_dir=big, progress=False)
+    with pytest.raises(dataset.DatasetError, match="exceeds the 2 states"):
+        train_pose.train(small, tmp_path / "run2", progress=False)
+    # A shard that does not hold what the manifest says.
+    np.savez(small / "shard_00000.npz", images=np.zeros((2, 3, 32, 32, 3), np.uint8))
+    with pytest.raises(dataset.DatasetError, match="lacks"):
+        dataset.load_split(small)
+    np.savez(
+        big / "shard_00000.npz",
+        images=np.zeros((2, 3, 32, 32, 3), np.uint8),
+        pos=np.zeros((2, 3)),
+        quat=np.zeros((2, 4)),
+    )
+    with pytest.raises(dataset.DatasetError, match="the manifest says uint8"):
+        next(dataset.in_order(big, 2))
 
 
 def test_train_and_eval_commands_write_a_loadable_run(tmp_path, capsys):
     from dexjax import cli
 
     train_dir = write_dataset(tmp_path / "train")
-    test_dir = write_dataset(tmp_path / "test", sizes=(7,), seed=1)
+    test_dir = write_dataset(tmp_path / "test", count=7, seed=1)
     run = tmp_path / "run"
     small = [f"--set={k}" for k in ("steps=6", "batch_size=4", "log_every=3", "eval_every=3")]
     argv = ["vision", "train", "--data", str(train_dir), "--test-data", str(test_dir)]
@@ -175,10 +191,10 @@ def test_train_and_eval_commands_write_a_loadable_run(tmp_path, capsys):
     assert "does not exist" in error(["vision", "train", "--data", "nowhere", "--out", "x"])
     (tmp_path / "empty").mkdir()
     empty = str(tmp_path / "empty")
-    assert "no shards" in error(["vision", "train", "--data", empty, "--out", "x"])
+    assert "no manifest" in error(["vision", "train", "--data", empty, "--out", "x"])
     bad_key = ["vision", "train", "--data", str(train_dir), "--out", "x", "--set", "stepz=3"]
     assert "unknown config key 'stepz'" in error(bad_key)
-    other = str(write_dataset(tmp_path / "big", sizes=(3,), res=40))
+    other = str(write_dataset(tmp_path / "big", count=3, res=40))
     assert "was trained on" in error(["vision", "eval", str(run), "--data", other])
     assert "is not a pose run" in error(["vision", "eval", empty, "--data", str(test_dir)])
 

@@ -236,12 +236,37 @@ def test_reader_streams_what_was_written(written):
         np.testing.assert_array_equal(a.pos, b.pos)
 
 
+def test_in_order_reader_gives_the_manifests_states_in_order(written):
+    directory, _, _, manifest = written
+    data = dataset.open_dataset(directory)
+    assert data.count == 5 and data.image_shape == (len(c.CAMERAS), SIZE, SIZE, 3)
+    everything = dataset.load_split(directory)
+    # Batches of 3 over shards of 2, 2, 1: batches straddle shards; the last is short.
+    for batch_size, limit, sizes in ((3, None, [3, 2]), (1, None, [1] * 5), (2, 3, [2, 1])):
+        batches = list(dataset.in_order(data, batch_size, limit))
+        assert [len(b.pos) for b in batches] == sizes
+        n = sum(sizes)
+        for field in ("images", "pos", "quat"):
+            got = np.concatenate([getattr(b, field) for b in batches])
+            np.testing.assert_array_equal(got, getattr(everything, field)[:n])
+    # The same states, shard by shard as the manifest lists them.
+    pos = np.concatenate([np.load(directory / e["file"])["pos"] for e in manifest["shards"]])
+    np.testing.assert_array_equal(everything.pos, pos)
+    mean, std = dataset.position_stats(directory)
+    np.testing.assert_allclose(mean, pos.astype(np.float64).mean(0), rtol=1e-6)
+    np.testing.assert_allclose(std, pos.astype(np.float64).std(0), rtol=1e-5)
+
+
 def test_dataset_errors_are_clear(mj_model, renderer, written, tmp_path):
     directory, states, key, _ = written
-    with pytest.raises(FileNotFoundError, match="manifest"):
+    with pytest.raises(dataset.DatasetError, match="no manifest"):
         dataset.load_split(tmp_path)
-    with pytest.raises(FileNotFoundError, match="manifest"):
+    with pytest.raises(dataset.DatasetError, match="no manifest"):
         next(dataset.iterate_batches(tmp_path, 2, key))
+    with pytest.raises(dataset.DatasetError, match="no manifest"):
+        next(dataset.in_order(tmp_path, 2))
+    with pytest.raises(dataset.DatasetError, match="exceeds the 5 states"):
+        next(dataset.iterate_batches(directory, 6, key))
     with pytest.raises(ValueError, match="already holds"):
         dataset.write_dataset(directory, renderer, iter(states), 1, key, progress=False)
     with pytest.raises(ValueError, match="ran out"):

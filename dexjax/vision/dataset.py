@@ -11,6 +11,12 @@ Layout of a dataset directory:
 States come from rollouts of the hand environment (every physics randomization on):
 uniformly random actions, or a trained run's policy. Consecutive recorded states of one
 environment are `steps_between` control steps apart.
+
+This module is the one reader of such directories (pose training, evaluation, export and
+the notebooks all go through it): `open_dataset` (the manifest checked, the image shape
+from it), `iterate_batches` (shuffled, streamed; endless for training), `in_order` (the
+manifest's order, for evaluation), `load_split` (a range in memory) and `position_stats`.
+Only complete datasets are read, i.e. ones whose manifest has been written.
 """
 
 import dataclasses
@@ -184,23 +190,83 @@ def write_dataset(
             buffered = len(rest.pos)
     bar.close()
     cfg = renderer.config
+    return _write_manifest(
+        directory,
+        shards,
+        (cfg.height, cfg.width),
+        dataclasses.asdict(cfg),
+        {"seconds": round(time.time() - start, 1), **(metadata or {})},
+    )
+
+
+def _write_manifest(
+    directory: pathlib.Path,
+    shards: list[dict],
+    resolution: tuple[int, int],
+    vision_config: dict | None,
+    metadata: dict,
+) -> dict:
+    """Written last: a directory with a manifest holds a complete dataset."""
+    height, width = resolution
     manifest = {
         "format": FORMAT_VERSION,
-        "count": done,
+        "count": sum(s["count"] for s in shards),
         "shards": shards,
-        "resolution": {"height": cfg.height, "width": cfg.width},
+        "resolution": {"height": height, "width": width},
         "cameras": list(c.CAMERAS),
-        "vision_config": dataclasses.asdict(cfg),
+        "vision_config": vision_config,
         "labels": {
             "pos": "object position, world frame, metres",
             "quat": "object orientation, wxyz, world frame, w >= 0",
         },
         "versions": _versions(),
-        "seconds": round(time.time() - start, 1),
-        **(metadata or {}),
+        **metadata,
     }
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def write_arrays(
+    directory: str | pathlib.Path,
+    batch: Batch,
+    shard_size: int = 1024,
+    vision_config: dict | None = None,
+    metadata: dict | None = None,
+) -> dict:
+    """Write labelled images already in memory as a dataset (shards, then the manifest).
+
+    For images rendered elsewhere (e.g. by a `VisionRenderer` in a notebook or a test);
+    `batch.images` must be uint8 [N, cameras, H, W, 3] with the scene's cameras in order.
+    `vision_config` (the `VisionConfig` fields) records how they were drawn. Returns the
+    manifest.
+    """
+    directory = pathlib.Path(directory)
+    if (directory / MANIFEST).exists():
+        raise ValueError(f"{directory} already holds a dataset ({MANIFEST}); choose a new --out")
+    images = np.asarray(batch.images)
+    n = len(images)
+    if images.dtype != np.uint8 or images.ndim != 5 or images.shape[1:2] != (len(c.CAMERAS),):
+        raise ValueError(
+            f"images must be uint8 [N, {len(c.CAMERAS)}, H, W, 3], got {images.dtype} "
+            f"{images.shape}"
+        )
+    if n < 1 or np.shape(batch.pos) != (n, 3) or np.shape(batch.quat) != (n, 4):
+        raise ValueError(f"pos and quat must be [N, 3] and [N, 4] with N = {n} > 0")
+    if shard_size < 1:
+        raise ValueError("shard_size must be positive")
+    directory.mkdir(parents=True, exist_ok=True)
+    batch = Batch(
+        images=images,
+        pos=np.asarray(batch.pos, np.float32),
+        quat=np.asarray(batch.quat, np.float32),
+    )
+    shards = [
+        _write_shard(directory, i, _take(batch, slice(lo, lo + shard_size)))
+        for i, lo in enumerate(range(0, n, shard_size))
+    ]
+    return _write_manifest(
+        directory, shards, images.shape[2:4], vision_config, {**(metadata or {})}
+    )
 
 
 def write_grid(images: np.ndarray, path: str | pathlib.Path, columns: int = 4) -> pathlib.Path:
@@ -225,43 +291,173 @@ def write_grid(images: np.ndarray, path: str | pathlib.Path, columns: int = 4) -
 
 
 # ---- reading -----------------------------------------------------------------------------
+#
+# Only complete datasets are read: `write_dataset` writes the manifest last, so a directory
+# without one is either not a dataset or still being written (training on a set while it is
+# written, which an earlier reader allowed, is not supported: wait for the manifest).
+
+
+class DatasetError(ValueError):
+    """A directory that is not a complete dataset, or not one that fits what reads it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A complete dataset directory and its manifest."""
+
+    directory: pathlib.Path
+    manifest: dict
+
+    @property
+    def count(self) -> int:
+        """States written (each with one image per camera)."""
+        return int(self.manifest["count"])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int, int]:
+        """The shape of one state's images: (cameras, H, W, 3)."""
+        res = self.manifest["resolution"]
+        return (len(self.manifest["cameras"]), int(res["height"]), int(res["width"]), 3)
+
+    @property
+    def vision_config(self) -> dict | None:
+        """How the images were drawn (`VisionConfig` fields), as the manifest records it."""
+        return self.manifest.get("vision_config")
+
+
+MANIFEST_KEYS = ("format", "count", "shards", "resolution", "cameras")
 
 
 def read_manifest(directory: str | pathlib.Path) -> dict:
     """The manifest of a dataset directory, with a clear error if there is none."""
-    path = pathlib.Path(directory) / MANIFEST
+    directory = pathlib.Path(directory)
+    if not directory.is_dir():
+        raise DatasetError(f"dataset directory {directory} does not exist")
+    path = directory / MANIFEST
     if not path.exists():
-        raise FileNotFoundError(f"{directory} holds no dataset (no {MANIFEST})")
+        partial = (
+            " (shards but no manifest: still being written?)" if _shard_files(directory) else ""
+        )
+        raise DatasetError(f"{directory} holds no dataset (no {MANIFEST}){partial}")
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unknown dataset format {manifest.get('format')!r}")
+        raise DatasetError(f"{path}: unknown dataset format {manifest.get('format')!r}")
+    missing = [k for k in MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise DatasetError(f"{path} lacks {missing}")
     return manifest
 
 
-def _read_shard(directory: pathlib.Path, entry: dict) -> Batch:
-    with np.load(directory / entry["file"]) as shard:
-        batch = Batch(images=shard["images"], pos=shard["pos"], quat=shard["quat"])
-    if len(batch.pos) != entry["count"]:
-        raise ValueError(f"{entry['file']} holds {len(batch.pos)} states, not {entry['count']}")
+def _shard_files(directory: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(directory.glob("shard_*.npz"))
+
+
+def open_dataset(directory: str | pathlib.Path) -> Dataset:
+    """A complete dataset (its manifest read and checked); a clear error otherwise."""
+    directory = pathlib.Path(directory)
+    manifest = read_manifest(directory)
+    if manifest["count"] < 1 or sum(e["count"] for e in manifest["shards"]) != manifest["count"]:
+        raise DatasetError(f"{directory}: the shards of {MANIFEST} do not add up to its count")
+    for entry in manifest["shards"]:
+        if not (directory / entry["file"]).exists():
+            raise DatasetError(f"{directory}: shard {entry['file']} is missing")
+    return Dataset(directory, manifest)
+
+
+def check_image_shape(data: Dataset, image_shape: tuple[int, ...], what: str) -> None:
+    """A clear error unless `data` holds images of `image_shape`; `what` names the other side
+    and ends in a verb, e.g. "the training set X has"."""
+    if tuple(data.image_shape) != tuple(image_shape):
+        raise DatasetError(
+            f"{data.directory} has images {data.image_shape} but {what} "
+            f"{tuple(image_shape)} (cameras, H, W, 3): render both at one resolution"
+        )
+
+
+def _as_dataset(data: "Dataset | str | pathlib.Path") -> Dataset:
+    return data if isinstance(data, Dataset) else open_dataset(data)
+
+
+def _read_shard(data: Dataset, entry: dict) -> Batch:
+    path = data.directory / entry["file"]
+    with np.load(path) as shard:
+        missing = {"images", "pos", "quat"} - set(shard.files)
+        if missing:
+            raise DatasetError(f"{path} lacks {sorted(missing)}")
+        batch = Batch(
+            images=shard["images"],
+            pos=shard["pos"].astype(np.float32),
+            quat=shard["quat"].astype(np.float32),
+        )
+    if len(batch.pos) != entry["count"] or len(batch.images) != entry["count"]:
+        raise DatasetError(f"{path} holds {len(batch.pos)} states, not {entry['count']}")
+    if batch.images.shape[1:] != data.image_shape or batch.images.dtype != np.uint8:
+        raise DatasetError(
+            f"{path}: images {batch.images.dtype} {batch.images.shape[1:]}, but the manifest "
+            f"says uint8 {data.image_shape}"
+        )
     return batch
 
 
-def load_split(directory: str | pathlib.Path, start: int = 0, count: int | None = None) -> Batch:
+def load_split(
+    directory: "Dataset | str | pathlib.Path", start: int = 0, count: int | None = None
+) -> Batch:
     """States [start, start + count) of a dataset in memory (reads only the shards needed)."""
-    directory = pathlib.Path(directory)
-    manifest = read_manifest(directory)
-    total = manifest["count"]
+    data = _as_dataset(directory)
+    total = data.count
     count = total - start if count is None else count
     if start < 0 or count < 1 or start + count > total:
         raise ValueError(f"states [{start}, {start + count}) are outside the {total} written")
     parts, offset = [], 0
-    for entry in manifest["shards"]:
+    for entry in data.manifest["shards"]:
         lo, hi = max(start, offset), min(start + count, offset + entry["count"])
         if lo < hi:
-            shard = _read_shard(directory, entry)
+            shard = _read_shard(data, entry)
             parts.append(_take(shard, slice(lo - offset, hi - offset)))
         offset += entry["count"]
     return _concat(parts)
+
+
+def in_order(
+    directory: "Dataset | str | pathlib.Path", batch_size: int, limit: int | None = None
+) -> Iterator[Batch]:
+    """The first `limit` states (all by default) in the manifest's order, in batches of
+    `batch_size` (the last may be smaller). One shard in memory at a time (evaluation)."""
+    data = _as_dataset(directory)
+    if batch_size < 1 or (limit is not None and limit < 1):
+        raise ValueError("batch_size and limit must be positive")
+    wanted = data.count if limit is None else min(limit, data.count)
+    pending, held, seen = [], 0, 0
+    for entry in data.manifest["shards"]:
+        if seen >= wanted:
+            break
+        shard = _read_shard(data, entry)
+        shard = _take(shard, slice(0, wanted - seen))
+        seen += len(shard.pos)
+        pending.append(shard)
+        held += len(shard.pos)
+        while held >= batch_size or (seen == wanted and held):
+            merged = _concat(pending)
+            yield _take(merged, slice(0, batch_size))
+            rest = _take(merged, slice(batch_size, None))
+            pending, held = ([rest], len(rest.pos)) if len(rest.pos) else ([], 0)
+
+
+def position_stats(
+    directory: "Dataset | str | pathlib.Path",
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and standard deviation (m) per axis of a dataset's object positions.
+
+    Reads only the `pos` arrays (an npz member is loaded on access, the images are not).
+    """
+    data = _as_dataset(directory)
+    parts = []
+    for entry in data.manifest["shards"]:
+        with np.load(data.directory / entry["file"]) as shard:
+            parts.append(shard["pos"].astype(np.float64))
+    pos = np.concatenate(parts)
+    std = np.maximum(pos.std(axis=0), 1e-4)  # a constant axis would divide by zero
+    return tuple(float(x) for x in pos.mean(axis=0)), tuple(float(x) for x in std)
 
 
 def _rng(key: jax.Array) -> np.random.Generator:
@@ -270,34 +466,36 @@ def _rng(key: jax.Array) -> np.random.Generator:
 
 
 def iterate_batches(
-    directory: str | pathlib.Path,
+    directory: "Dataset | str | pathlib.Path",
     batch_size: int,
     key: jax.Array,
-    epochs: int = 1,
+    epochs: int | None = 1,
     shards_in_memory: int = 2,
 ) -> Iterator[Batch]:
-    """Shuffled batches of `batch_size` states, `epochs` passes over the dataset.
+    """Shuffled batches of `batch_size` states, `epochs` passes over the dataset (endless
+    with `epochs=None`, as training reads it).
 
     Streams: at most `shards_in_memory` shards (plus one batch) are held at a time. Each
     epoch visits the shards in a random order and shuffles the states of the shards in
     memory; the order is a function of `key`. Batches never straddle epochs; the states
-    left over at the end of an epoch (fewer than `batch_size`) are dropped.
+    left over at the end of an epoch (fewer than `batch_size`) are dropped, so an epoch
+    gives `count // batch_size` batches.
     """
-    directory = pathlib.Path(directory)
-    manifest = read_manifest(directory)
-    if batch_size < 1 or epochs < 1 or shards_in_memory < 1:
+    data = _as_dataset(directory)
+    if batch_size < 1 or (epochs is not None and epochs < 1) or shards_in_memory < 1:
         raise ValueError("batch_size, epochs and shards_in_memory must be positive")
-    if batch_size > manifest["count"]:
-        raise ValueError(f"batch_size {batch_size} exceeds the {manifest['count']} states")
-    entries = manifest["shards"]
-    for epoch in range(epochs):
+    if batch_size > data.count:
+        raise DatasetError(
+            f"batch_size {batch_size} exceeds the {data.count} states of {data.directory}"
+        )
+    entries = data.manifest["shards"]
+    epoch = 0
+    while epochs is None or epoch < epochs:
         rng = _rng(jax.random.fold_in(key, epoch))
         order = rng.permutation(len(entries))
         carry = None
         for begin in range(0, len(order), shards_in_memory):
-            parts = [
-                _read_shard(directory, entries[i]) for i in order[begin : begin + shards_in_memory]
-            ]
+            parts = [_read_shard(data, entries[i]) for i in order[begin : begin + shards_in_memory]]
             if carry is not None:
                 parts.insert(0, carry)
             pool = _concat(parts)
@@ -306,6 +504,7 @@ def iterate_batches(
             for b in range(0, full, batch_size):
                 yield _take(pool, slice(b, b + batch_size))
             carry = _take(pool, slice(full, None)) if full < len(pool.pos) else None
+        epoch += 1
 
 
 # ---- states from rollouts ------------------------------------------------------------------

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from dexjax.vision import dataset, train_pose
 from dexjax.vision import pose_net as pn
-from dexjax.vision import train_pose
 
 PAPER_TABLE6 = (
     # (images the network was tested on, rotation error deg, position error mm)
@@ -60,17 +60,31 @@ def summarize(pos_mm: np.ndarray, rot_deg: np.ndarray) -> dict:
     }
 
 
-def errors_on(
-    config: train_pose.PoseTrainConfig, params, data: train_pose.Dataset, limit: int | None = None
-) -> dict:
-    """Mean and median errors on the first `limit` examples of `data` (all by default)."""
+def per_example_errors(
+    config: train_pose.PoseTrainConfig,
+    params,
+    data: dataset.Dataset | str | pathlib.Path,
+    limit: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Position (mm) and rotation (degrees) errors [N] of the first `limit` states of a
+    dataset (all by default), in the manifest's order."""
     pos_mm, rot_deg = [], []
-    for images, pos, q in train_pose.in_order(data, 1024, limit):
-        pred = predict(config.net, params, images)
-        a, b = pose_errors(pred.pos, pred.quat, pos, q)
+    for batch in dataset.in_order(data, 1024, limit):
+        pred = predict(config.net, params, batch.images)
+        a, b = pose_errors(pred.pos, pred.quat, batch.pos, batch.quat)
         pos_mm.append(a)
         rot_deg.append(b)
-    return summarize(np.concatenate(pos_mm), np.concatenate(rot_deg))
+    return np.concatenate(pos_mm), np.concatenate(rot_deg)
+
+
+def errors_on(
+    config: train_pose.PoseTrainConfig,
+    params,
+    data: dataset.Dataset | str | pathlib.Path,
+    limit: int | None = None,
+) -> dict:
+    """Mean and median errors on the first `limit` states of a dataset (all by default)."""
+    return summarize(*per_example_errors(config, params, data, limit))
 
 
 def evaluate_run(
@@ -78,13 +92,9 @@ def evaluate_run(
 ) -> dict:
     """Errors of a pose run's checkpoint on a dataset of the run's image shape."""
     config, params, step = train_pose.load_params(run_dir, step)
-    data = train_pose.open_dataset(data_dir)
+    data = dataset.open_dataset(data_dir)
     shape = train_pose.read_image_shape(run_dir)
-    if data.image_shape != shape:
-        raise train_pose.DatasetError(
-            f"{data_dir} has images {data.image_shape} but the run {run_dir} was trained on "
-            f"{shape} (cameras, H, W, 3)"
-        )
+    dataset.check_image_shape(data, shape, f"the pose run {run_dir} was trained on")
     return {
         "run_dir": str(run_dir),
         "data": str(data_dir),
@@ -107,12 +117,19 @@ class VisionPose:
     net: pn.PoseNetConfig = struct.field(pytree_node=False)
     vision: object = struct.field(pytree_node=False)  # vision.render.VisionConfig
 
-    def estimate(self, key: jax.Array, qpos: jax.Array, mocap_quat: jax.Array) -> pn.Pose:
-        """Poses [B] estimated from randomized images of qpos [B, nq]."""
+    def images(self, key: jax.Array, qpos: jax.Array, mocap_quat: jax.Array) -> jax.Array:
+        """Randomized camera images uint8 [B, cameras, H, W, 3] of qpos [B, nq]."""
         from dexjax.vision import render
 
-        images = render.render_images(self.scene, self.context, self.vision, key, qpos, mocap_quat)
+        return render.render_images(self.scene, self.context, self.vision, key, qpos, mocap_quat)
+
+    def predict(self, images: jax.Array) -> pn.Pose:
+        """Poses [B] the network estimates from images [B, cameras, H, W, 3]."""
         return pn.predict(self.net, self.params, images)
+
+    def estimate(self, key: jax.Array, qpos: jax.Array, mocap_quat: jax.Array) -> pn.Pose:
+        """Poses [B] estimated from randomized images of qpos [B, nq]."""
+        return self.predict(self.images(key, qpos, mocap_quat))
 
     def observe(self, key: jax.Array, env, state) -> jax.Array:
         """Policy observations [B, obs] of a batch of env states with the estimated pose."""

@@ -1,10 +1,12 @@
 """Training the pose estimator on a rendered dataset (`dexjax vision train`).
 
-The dataset is a directory of shards `shard_00000.npz`, ... (written by
-`dexjax vision dataset`), each with `images` uint8 [N, cameras, H, W, 3], `pos` float32
-[N, 3] (m, world) and `quat` float32 [N, 4] (w, x, y, z, world). Minibatches are streamed
-from the shards (one shard in memory at a time, shard order and examples shuffled every
-epoch), so a set larger than memory trains too.
+The dataset is a complete directory written by `dexjax vision dataset` (shards of
+`images` uint8 [N, cameras, H, W, 3], `pos` float32 [N, 3] (m, world) and `quat` float32
+[N, 4] (w, x, y, z, world), and `manifest.json`), read through `dexjax.vision.dataset`:
+the image shape comes from the manifest, and minibatches are streamed by
+`dataset.iterate_batches` (two shards in memory at a time, shard order and examples
+shuffled every epoch), so a set larger than memory trains too. A set still being written
+(no manifest yet) is refused: wait until `dexjax vision dataset` has finished.
 
 Optimizer as in the paper (Appendix C.3): Adam, learning rate 5e-4 halved every 20,000
 minibatches, weight decay 1e-3 (decoupled, AdamW), minibatches of 64 image triples.
@@ -25,7 +27,6 @@ import dataclasses
 import json
 import pathlib
 import time
-from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -35,15 +36,16 @@ import orbax.checkpoint as ocp
 from flax import struct
 
 from dexjax import logs
+from dexjax.vision import dataset
 from dexjax.vision import pose_net as pn
 
 CONFIG_FILE = "config.json"
 CHECKPOINTS = "checkpoints"
-SHARD_GLOB = "shard_*.npz"
 
-
-class DatasetError(ValueError):
-    """A dataset directory that cannot be trained or evaluated on."""
+# The dataset reader is `dexjax.vision.dataset`; these two names stay importable from here
+# because experiments/vision_joint.py reads its held-out set through them.
+DatasetError = dataset.DatasetError
+open_dataset = dataset.open_dataset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,131 +104,6 @@ def config_from_dict(data: dict) -> PoseTrainConfig:
         if isinstance(value, list):  # JSON arrays back to (nested) tuples
             net[name] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
     return PoseTrainConfig(**{**data, "net": pn.PoseNetConfig(**net)})
-
-
-# ---------------------------------------------------------------------------------------
-# Data
-
-
-@dataclasses.dataclass(frozen=True)
-class Dataset:
-    """A shard directory: its files, size and image shape [cameras, H, W, 3]."""
-
-    directory: pathlib.Path
-    shards: tuple[pathlib.Path, ...]
-    sizes: tuple[int, ...]
-    image_shape: tuple[int, ...]
-
-    @property
-    def size(self) -> int:
-        return sum(self.sizes)
-
-
-def open_dataset(directory: str | pathlib.Path) -> Dataset:
-    """The shards of `directory`, checked for the expected arrays and one image shape."""
-    directory = pathlib.Path(directory)
-    if not directory.is_dir():
-        raise DatasetError(f"dataset directory {directory} does not exist")
-    shards = tuple(sorted(directory.glob(SHARD_GLOB)))
-    if not shards:
-        raise DatasetError(f"{directory} holds no shards ({SHARD_GLOB}); is it a dataset?")
-    sizes, shapes = [], set()
-    for path in shards:
-        with np.load(path) as shard:
-            missing = {"images", "pos", "quat"} - set(shard.files)
-            if missing:
-                raise DatasetError(f"{path} lacks {sorted(missing)}")
-            # npz members are .npy files: their headers give the shapes without the data.
-            images_shape = _member_shape(shard, "images")
-        if len(images_shape) != 5 or images_shape[-1] != 3:
-            raise DatasetError(f"{path}: images must be [N, cameras, H, W, 3], not {images_shape}")
-        sizes.append(images_shape[0])
-        shapes.add(tuple(images_shape[1:]))
-    if len(shapes) > 1:
-        raise DatasetError(f"{directory}: shards of different image shapes {sorted(shapes)}")
-    if sum(sizes) == 0:
-        raise DatasetError(f"{directory}: the shards hold no images")
-    return Dataset(directory, shards, tuple(sizes), shapes.pop())
-
-
-def _member_shape(shard: np.lib.npyio.NpzFile, name: str) -> tuple[int, ...]:
-    with shard.zip.open(f"{name}.npy") as f:
-        version = np.lib.format.read_magic(f)
-        read = (
-            np.lib.format.read_array_header_1_0
-            if version == (1, 0)
-            else np.lib.format.read_array_header_2_0
-        )
-        shape, _, _ = read(f)
-    return tuple(shape)
-
-
-def _manifest(directory: pathlib.Path) -> dict:
-    path = directory / "manifest.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def check_same_images(train: Dataset, other: Dataset) -> None:
-    if train.image_shape != other.image_shape:
-        raise DatasetError(
-            f"{other.directory} has images {other.image_shape} but {train.directory} has "
-            f"{train.image_shape} (cameras, H, W, 3): render both at one resolution"
-        )
-
-
-def load_shard(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    with np.load(path) as shard:
-        return shard["images"], shard["pos"].astype(np.float32), shard["quat"].astype(np.float32)
-
-
-def position_stats(data: Dataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean and standard deviation (m) per axis of the dataset's positions."""
-    pos = np.concatenate([np.load(p)["pos"] for p in data.shards]).astype(np.float64)
-    std = np.maximum(pos.std(axis=0), 1e-4)  # a constant axis would divide by zero
-    return tuple(float(x) for x in pos.mean(axis=0)), tuple(float(x) for x in std)
-
-
-def minibatches(data: Dataset, batch_size: int, seed: int) -> Iterator[tuple[np.ndarray, ...]]:
-    """Endless shuffled minibatches (images, pos, quat), one shard in memory at a time.
-
-    Every epoch visits the shards in a new order and shuffles within each; the last few
-    examples of a shard join the next shard's. A dataset still being written (no
-    `manifest.json` yet) is listed again at every epoch, so shards written since join in
-    (the writer renames each shard into place when complete).
-    """
-    rng = np.random.default_rng(seed)
-    rest = None
-    while True:
-        if not (data.directory / "manifest.json").exists():
-            data = open_dataset(data.directory)
-        for index in rng.permutation(len(data.shards)):
-            arrays = load_shard(data.shards[index])
-            if rest is not None:
-                arrays = tuple(np.concatenate([r, a]) for r, a in zip(rest, arrays, strict=True))
-            order = rng.permutation(len(arrays[0]))
-            arrays = tuple(a[order] for a in arrays)
-            full = len(order) // batch_size * batch_size
-            for start in range(0, full, batch_size):
-                yield tuple(a[start : start + batch_size] for a in arrays)
-            rest = tuple(a[full:] for a in arrays)
-
-
-def in_order(data: Dataset, batch_size: int, limit: int | None = None):
-    """The dataset's examples in file order as batches (images, pos, quat), `limit` at most."""
-    seen = 0
-    for path in data.shards:
-        images, pos, q = load_shard(path)
-        for start in range(0, len(images), batch_size):
-            if limit is not None and seen >= limit:
-                return
-            stop = (
-                start + batch_size
-                if limit is None
-                else min(start + batch_size, start + limit - seen)
-            )
-            chunk = (images[start:stop], pos[start:stop], q[start:stop])
-            seen += len(chunk[0])
-            yield chunk
 
 
 # ---------------------------------------------------------------------------------------
@@ -312,15 +189,17 @@ def train(
 
     from dexjax.vision import evaluate_pose
 
-    data = open_dataset(data_dir)
-    test = open_dataset(test_dir) if test_dir is not None else None
+    data = dataset.open_dataset(data_dir)
+    test = dataset.open_dataset(test_dir) if test_dir is not None else None
     if test is not None:
-        check_same_images(data, test)
+        dataset.check_image_shape(test, data.image_shape, f"the training set {data.directory} has")
     run_dir = pathlib.Path(run_dir)
     if (run_dir / CONFIG_FILE).exists():
         raise ValueError(f"{run_dir} already holds a pose run; choose another --out")
+    if config.batch_size > data.count:
+        raise DatasetError(f"batch_size {config.batch_size} exceeds the {data.count} states")
     run_dir.mkdir(parents=True, exist_ok=True)
-    mean, std = position_stats(data)
+    mean, std = dataset.position_stats(data)
     config = dataclasses.replace(
         config, net=dataclasses.replace(config.net, pos_mean=mean, pos_std=std)
     )
@@ -329,30 +208,32 @@ def train(
         json.dumps(
             {
                 "train": str(data.directory.absolute()),
-                "train_images": data.size,
+                "train_images": data.count,
                 "test": None if test is None else str(test.directory.absolute()),
                 "image_shape": list(data.image_shape),
                 # How the training images were drawn, for rendering alike later (closed loop).
-                "vision_config": _manifest(data.directory).get("vision_config"),
+                "vision_config": data.vision_config,
             },
             indent=2,
         )
     )
 
-    learner = init_learner(config, jax.random.key(config.seed), data.image_shape)
+    key_params, key_data = jax.random.split(jax.random.key(config.seed))
+    learner = init_learner(config, key_params, data.image_shape)
     step_fn = jax.jit(
         lambda learner, i, p, q: train_step(config, learner, i, p, q), donate_argnums=0
     )
     mngr = checkpoint_manager(run_dir)
     log = logs.MetricsLog(run_dir, tensorboard=False)
-    batches = minibatches(data, config.batch_size, config.seed)
+    batches = dataset.iterate_batches(data, config.batch_size, key_data, epochs=None)
     start = time.time()
     sums: dict[str, float] = {}
     last_eval = None
     bar = tqdm(total=config.steps, unit="batch", desc="training pose net", disable=not progress)
     try:
         for step in range(1, config.steps + 1):
-            learner, metrics = step_fn(learner, *next(batches))
+            batch = next(batches)
+            learner, metrics = step_fn(learner, batch.images, batch.pos, batch.quat)
             for name, value in metrics.items():
                 sums[name] = sums.get(name, 0.0) + value  # device values: no sync per step
             bar.update(1)
