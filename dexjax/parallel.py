@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax._src import distributed
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 ENV_AXIS = "env"
@@ -65,6 +66,24 @@ def initialize(config: DistributedConfig) -> None:
         heartbeat_timeout_seconds=config.heartbeat_timeout_s,
         shutdown_timeout_seconds=config.shutdown_timeout_s,
     )
+
+
+def compile_together(jitted, *args, name: str, timeout_s: float = 7200.0) -> None:
+    """Compile `jitted` for `args` in this process, then wait until every process has.
+
+    The first call then runs its first collective in every process within moments of
+    each other. Without this, processes that finish compiling minutes apart (a busy host,
+    an uneven share of CPU) meet gloo's fixed 30 s deadline for setting up the first
+    collective, and the run fails with DEADLINE_EXCEEDED. The wait goes through the
+    coordination service, not a collective, so it has its own timeout (`timeout_s`). The
+    compiled executable stays in jit's cache: the following call does not compile again.
+    One process: compile only. `name` must be unique per call within a run.
+    """
+    jitted.lower(*args).compile()
+    if jax.process_count() > 1:
+        distributed.global_state.client.wait_at_barrier(
+            f"dexjax compiled: {name}", timeout_in_ms=int(timeout_s * 1000)
+        )
 
 
 def is_writer() -> bool:

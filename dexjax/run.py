@@ -189,6 +189,10 @@ def train(
         )
         chunks = 0
         row: dict = {}
+        if update < total:  # every process compiled before the first collective
+            parallel.compile_together(
+                train_lib.train_chunk, tc, env, runner, mesh, name="train_chunk"
+            )
         try:
             while update < total and (max_chunks is None or chunks < max_chunks):
                 t0 = time.perf_counter()

@@ -62,6 +62,7 @@ def main() -> int:
     mesh = parallel.env_mesh()
     parallel.check_divisible(cfg.num_envs, cfg.num_minibatches, mesh)
     runner = train.distribute(train.init(cfg, env, jax.random.key(cfg.seed)), mesh)
+    parallel.compile_together(train.train_chunk, cfg, env, runner, mesh, name="train_chunk")
     chunk = 0
     while chunk < CHUNKS or args.forever:
         runner, metrics = train.train_chunk(cfg, env, runner, mesh)
