@@ -38,7 +38,7 @@ def main() -> None:
     import jax
 
     from dexjax import checkpoint, evaluate, run, train
-    from dexjax.vision import evaluate_pose, joint, render, train_pose
+    from dexjax.vision import dataset, evaluate_pose, joint, render, train_pose
 
     config = run.read_config(args.run_dir)
     env = run.make_env(config)
@@ -92,7 +92,7 @@ def main() -> None:
         carry = joint_call(carry)
     pose = carry[1]
     images_seen = int(pose.images_seen)
-    test = train_pose.open_dataset(args.test_data)
+    test = dataset.open_dataset(args.test_data)
     joint_errors = evaluate_pose.errors_on(jc.pose, pose.learner.params, test)
     print(f"joint: {images_seen} images seen -> {joint_errors}", flush=True)
 
