@@ -29,7 +29,7 @@ def _parameters_index(nb) -> int:
 
 def test_the_notebooks_are_there():
     names = {p.name for p in NOTEBOOKS}
-    assert {"quickstart.ipynb", "randomization.ipynb", "analysis.ipynb"} <= names
+    assert {"quickstart.ipynb", "randomization.ipynb", "analysis.ipynb", "vision.ipynb"} <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
