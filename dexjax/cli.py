@@ -85,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--video",
         metavar="FILE",
-        help="also write a GIF of one trial (that of --trials 1 with this seed), all cameras",
+        help="also write a GIF of one trial (that of --trials 1 with this seed), all cameras; "
+        "with --pose-source vision, the images the pose network saw below, and its errors",
     )
     ev.add_argument(
         "--video-steps", type=int, default=300, help="control steps in the video at most"
@@ -287,31 +288,59 @@ def _vision_pose_source(args: argparse.Namespace, env):
         return None, None
     if not args.vision_run:
         raise ValueError("--pose-source vision needs --vision-run POSE_RUN (dexjax vision train)")
-    if args.video:
-        raise ValueError("--video records a true-state trial; drop it with --pose-source vision")
     from dexjax.vision import evaluate_pose
 
+    if args.video_only:  # the video loads its own (one world); no trials to render for
+        evaluate_pose.train_pose.read_config(args.vision_run)  # a clear error if not a pose run
+        return None, None
     return evaluate_pose.load_vision_pose(args.vision_run, env.mj_model, args.trials)
 
 
 def _write_video(args, config, env, learner, eval_config) -> None:
+    import numpy as np
+
     from dexjax import evaluate, render
 
     if args.video_steps < 1 or args.video_size < 1:
         raise ValueError("--video-steps and --video-size must be positive")
     print(f"recording {args.video_steps} steps at most of one trial for {args.video}")
     start = time.time()
-    rec = evaluate.record_trial(config, learner, eval_config, steps=args.video_steps)
+    vision, _renderer = None, None  # the renderer owns the vision context's buffers
+    if args.pose_source == "vision":
+        from dexjax.vision import evaluate_pose
+
+        vision, _renderer = evaluate_pose.load_vision_pose(args.vision_run, env.mj_model, 1)
+    rec = evaluate.record_trial(config, learner, eval_config, steps=args.video_steps, vision=vision)
     renderer = render.Renderer(env.mj_model, width=args.video_size, height=args.video_size)
-    images = renderer.render(rec.qpos, rec.mocap_quat)
+    frames = render.tile(renderer.render(rec.qpos, rec.mocap_quat))
     dt = env.config.control_dt
     captions = [f"t={i * dt:.1f} s, {int(k)} successes" for i, k in enumerate(rec.successes)]
-    path = render.write_gif(render.tile(images), args.video, 1.0 / dt, captions)
+    if vision is not None:
+        # Below the scene: the randomized images the pose network saw, and its error.
+        frames = np.concatenate([frames, render.tile(_resize(rec.camera_images, frames))], 1)
+        errors = zip(rec.position_error_mm, rec.rotation_error_deg, strict=True)
+        captions = [
+            f"{c}; estimate off {mm:.0f} mm, {deg:.0f} deg" if np.isfinite(mm) else c
+            for c, (mm, deg) in zip(captions, errors, strict=True)
+        ]
+    path = render.write_gif(frames, args.video, 1.0 / dt, captions)
     end = "trial ended" if rec.ended else "trial goes on"
     print(
-        f"wrote {path}: {len(images)} frames ({end}, {int(rec.successes[-1])} successes) "
+        f"wrote {path}: {len(frames)} frames ({end}, {int(rec.successes[-1])} successes) "
         f"in {time.time() - start:.0f} s"
     )
+
+
+def _resize(images, frames):
+    """Camera images [T, cameras, h, w, 3] scaled (nearest pixel) so that, tiled side by
+    side, they are as wide as `frames` [T, H, W, 3]."""
+    import numpy as np
+
+    _, cameras, h, w, _ = images.shape
+    size = frames.shape[2] // cameras
+    rows = np.arange(size) * h // size
+    cols = np.arange(size) * w // size
+    return images[:, :, rows][:, :, :, cols]
 
 
 def _plot(args: argparse.Namespace) -> int:

@@ -249,6 +249,12 @@ class TrialRecording:
     mocap_quat: np.ndarray  # [T, nmocap, 4] the goal marker's orientation (the goal)
     successes: np.ndarray  # [T] goals reached so far
     ended: bool  # the trial ended (drop, timeout or 50 successes) within the recording
+    # With a pose estimator (vision trials), what it saw and how far off it was before each
+    # step; the last frame of a trial that goes on has no step after it (NaN errors, the
+    # previous step's images).
+    camera_images: np.ndarray | None = None  # uint8 [T, cameras, H, W, 3], randomized
+    position_error_mm: np.ndarray | None = None  # [T] estimated vs true block position
+    rotation_error_deg: np.ndarray | None = None  # [T] estimated vs true orientation
 
 
 def record_trial(
@@ -256,10 +262,16 @@ def record_trial(
     learner: checkpoint.LearnerState | None,
     config: EvalConfig = EvalConfig(),
     steps: int = 300,
+    vision=None,
 ) -> TrialRecording:
     """The poses of one trial, for a video: at most `steps` control steps of the trial that
-    `evaluate` runs with `config` and `trials=1` (only `seed`, `policy`, `sample` and
-    `timeout_s` of `config` are used). Frames stop where the trial ends."""
+    `evaluate` runs with `config`, `trials=1` and `vision` (only `seed`, `policy`, `sample`
+    and `timeout_s` of `config` are used). Frames stop where the trial ends.
+
+    `vision` (a `dexjax.vision.evaluate_pose.VisionPose` made for a batch of 1, or None for
+    the true state) gives the policy the pose its CNN estimates from randomized renders of
+    each state, as in `evaluate`; the recording then keeps those renders and the errors.
+    """
     if steps < 1:
         raise ValueError("steps must be positive")
     if config.policy == "trained" and learner is None:
@@ -267,25 +279,40 @@ def record_trial(
     env = env_lib.HandEnv(eval_env_config(run_config.env, config.timeout_s))
     tc = run_config.train
 
+    def see(state, key_render, vision):
+        """The state as the policy sees it, and what vision saw and estimated (batch of 1)."""
+        if vision is None:
+            return state, ()
+        images = vision.images(key_render, state.data.qpos, state.data.mocap_quat)
+        pose = vision.predict(images)
+        obs = jax.vmap(env.policy_obs_with_pose)(state, pose.pos, pose.quat)
+        seen = state.replace(obs={**state.obs, "state": obs})
+        return seen, (images[0], pose.pos[0], pose.quat[0])
+
     def step(carry, _):
         state, lstm, start, key = carry
         key, key_act = jax.random.split(key)
-        lstm, action = act(run_config, env, config, learner, lstm, state, start, key_act)
+        key_render = None
+        if vision is not None:  # the keys of `evaluate`'s step
+            key, key_render = jax.random.split(key)
+        seen, record = see(state, key_render, vision)
+        lstm, action = act(run_config, env, config, learner, lstm, seen, start, key_act)
         pose = (state.data.qpos[0], state.data.mocap_quat[0], state.task.successes[0])
         state = jax.vmap(env.step)(state, action)
         ends = state.metrics["env/episode_done"][0] > 0
-        return (state, lstm, state.done > 0, key), (pose, ends)
+        return (state, lstm, state.done > 0, key), (pose, ends, record)
 
     @jax.jit
-    def run(key: jax.Array, learner: checkpoint.LearnerState | None):
+    def run(key: jax.Array, learner: checkpoint.LearnerState | None, vision):
         key_reset, key = jax.random.split(key)  # as in `evaluate`, with one trial
         state = jax.vmap(env.reset)(jax.random.split(key_reset, 1))
         carry = (state, networks.initial_carry(1, tc.network.lstm), jnp.ones(1, bool), key)
-        (last, *_), (poses, ends) = jax.lax.scan(step, carry, None, length=steps)
+        (last, *_), (poses, ends, record) = jax.lax.scan(step, carry, None, length=steps)
         final = (last.data.qpos[0], last.data.mocap_quat[0], last.task.successes[0])
-        return poses, final, ends
+        return poses, final, ends, record
 
-    poses, final, ends = jax.device_get(run(jax.random.key(config.seed), learner))
+    out = jax.device_get(run(jax.random.key(config.seed), learner, vision))
+    poses, final, ends, record = out
     ends = np.asarray(ends)
     ended = bool(ends.any())
     # After its last step the environment has already reset: keep the poses before it.
@@ -294,4 +321,26 @@ def record_trial(
         np.concatenate([np.asarray(p), np.asarray(f)[None]])[:count]
         for p, f in zip(poses, final, strict=True)
     )
-    return TrialRecording(qpos=qpos, mocap_quat=mocap_quat, successes=successes, ended=ended)
+    vision_fields = {}
+    if vision is not None:
+        vision_fields = _vision_record(env, record, qpos, count)
+    return TrialRecording(
+        qpos=qpos, mocap_quat=mocap_quat, successes=successes, ended=ended, **vision_fields
+    )
+
+
+def _vision_record(env: env_lib.HandEnv, record, qpos: np.ndarray, count: int) -> dict:
+    """The `TrialRecording` fields of a vision trial: renders and errors per frame."""
+    from dexjax.vision import dataset, pose_net
+
+    images, est_pos, est_quat = (np.asarray(x) for x in record)
+    steps = min(count, len(images))  # frames followed by a step (and its estimate)
+    true_pos, true_quat = dataset.object_pose(env.mj_model, qpos[:steps])
+    pad = count - steps  # the last frame of a trial that goes on
+    position = np.asarray(pose_net.position_error_mm(est_pos[:steps], true_pos))
+    rotation = np.asarray(pose_net.rotation_error_deg(est_quat[:steps], true_quat))
+    return {
+        "camera_images": np.concatenate([images[:steps], images[steps - 1 : steps][:pad]]),
+        "position_error_mm": np.concatenate([position, np.full(pad, np.nan)]),
+        "rotation_error_deg": np.concatenate([rotation, np.full(pad, np.nan)]),
+    }

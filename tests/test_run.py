@@ -297,3 +297,64 @@ def test_plot_command_draws_curves_with_a_baseline(finished_run, tmp_path):
     assert cli.main(argv) == 0
     assert out.read_bytes().startswith(b"\x89PNG")
     assert logs.baseline_from_eval(summary)["train/terminations_per_episode"] == 0.5
+
+
+@pytest.fixture(scope="module")
+def pose_run(tmp_path_factory) -> pathlib.Path:
+    """A pose run of one minibatch on random 32x32 images (a network, not a good one)."""
+    from dexjax.vision import dataset, train_pose
+
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(4, 4))
+    batch = dataset.Batch(
+        images=rng.integers(0, 256, (4, 3, 32, 32, 3), dtype=np.uint8),
+        pos=(rng.normal(size=(4, 3)) * 0.01 + [1.0, 0.87, 0.2]).astype(np.float32),
+        quat=(q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32),
+    )
+    data = tmp_path_factory.mktemp("pose_data")
+    dataset.write_arrays(data, batch)
+    run_dir = tmp_path_factory.mktemp("pose") / "run"
+    config = train_pose.PoseTrainConfig(steps=1, batch_size=2, log_every=1)
+    train_pose.train(data, run_dir, config, progress=False)
+    return run_dir
+
+
+def test_vision_video_shows_what_the_pose_network_saw(finished_run, pose_run, tmp_path, capsys):
+    from PIL import Image
+
+    from dexjax.vision import dataset, evaluate_pose
+
+    config = run.read_config(finished_run.run_dir)
+    env = run.make_env(config)
+    learner = _learner(finished_run.run_dir)
+    vision, _renderer = evaluate_pose.load_vision_pose(pose_run, env.mj_model, 1)
+    steps = 3
+    rec = evaluate.record_trial(config, learner, evaluate.EvalConfig(), steps, vision=vision)
+    frames = len(rec.qpos)
+    assert rec.camera_images.shape == (frames, 3, 32, 32, 3)
+    assert rec.position_error_mm.shape == rec.rotation_error_deg.shape == (frames,)
+    # Each recorded error is that of the network's estimate from the recorded images against
+    # the block's pose in the recorded state (its free joint's qpos).
+    acted = min(frames, steps)  # frames followed by a step, hence by an estimate
+    pose = vision.predict(rec.camera_images[:acted])
+    true_pos, true_quat = dataset.object_pose(env.mj_model, rec.qpos[:acted])
+    np.testing.assert_allclose(
+        rec.position_error_mm[:acted],
+        1000 * np.linalg.norm(np.asarray(pose.pos) - true_pos, axis=1),
+        rtol=1e-4,
+        atol=1e-3,
+    )
+    # The angle of the rotation between two unit quaternions: 2 acos |<q1, q2>|.
+    dots = np.abs(np.sum(np.asarray(pose.quat, np.float64) * true_quat, axis=1))
+    angle = np.degrees(2 * np.arccos(np.clip(dots, 0.0, 1.0)))
+    np.testing.assert_allclose(rec.rotation_error_deg[:acted], angle, atol=0.05)
+    assert np.all(np.isnan(rec.position_error_mm[acted:]))  # a last frame has no estimate
+    # The command: the scene above, the network's view below.
+    gif = tmp_path / "vision.gif"
+    argv = ["eval", str(finished_run.run_dir), "--pose-source", "vision"]
+    argv += ["--vision-run", str(pose_run), "--video", str(gif), "--video-only"]
+    argv += ["--video-steps", str(steps), "--video-size", "16", "--no-progress"]
+    assert cli.main(argv) == 0
+    assert "wrote" in capsys.readouterr().out
+    with Image.open(gif) as picture:
+        assert picture.size == (3 * 16, 2 * 16) and picture.n_frames == frames
