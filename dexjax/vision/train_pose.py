@@ -42,11 +42,6 @@ from dexjax.vision import pose_net as pn
 CONFIG_FILE = "config.json"
 CHECKPOINTS = "checkpoints"
 
-# The dataset reader is `dexjax.vision.dataset`; these two names stay importable from here
-# because experiments/vision_joint.py reads its held-out set through them.
-DatasetError = dataset.DatasetError
-open_dataset = dataset.open_dataset
-
 
 @dataclasses.dataclass(frozen=True)
 class PoseTrainConfig:
@@ -197,7 +192,9 @@ def train(
     if (run_dir / CONFIG_FILE).exists():
         raise ValueError(f"{run_dir} already holds a pose run; choose another --out")
     if config.batch_size > data.count:
-        raise DatasetError(f"batch_size {config.batch_size} exceeds the {data.count} states")
+        raise dataset.DatasetError(
+            f"batch_size {config.batch_size} exceeds the {data.count} states"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     mean, std = dataset.position_stats(data)
     config = dataclasses.replace(
