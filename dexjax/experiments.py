@@ -79,8 +79,9 @@ SCALES = {
         timeout_s=16.0,
         cost="a few minutes per policy on a 2-core CPU (see experiments/README.md)",
         meaningful=False,
-        # 2,000 states at 64x64 and 500 minibatches: the pose network has barely begun (the
-        # 20,000-state CPU run of README.md was at 11 mm / 73 degrees after 1,500).
+        # 2,000 states at 64x64 and 500 minibatches: the pose network has barely begun (held
+        # out: 19.5 mm / 108 degrees; the 20,000-state CPU run of README.md was at 11 mm / 73
+        # degrees after 1,500), but the whole row fits in about 30 min on the shared CPU.
         vision=VisionScale(
             dataset_states=2_000,
             held_out_states=500,
@@ -89,7 +90,10 @@ SCALES = {
             pose_preset="cpu",
             pose_steps=500,
             halve_every=250,
-            cost="measured in experiments/README.md: about 30-60 min on the shared 2-core CPU",
+            cost=(
+                "measured on the shared 2-core CPU (experiments/README.md): about 30 min, 18 of "
+                "them rendering, 4 training the pose network, 8 evaluating"
+            ),
         ),
     ),
     "gpu": Scale(
