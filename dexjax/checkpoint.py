@@ -8,10 +8,11 @@ temporary directory and renames it when complete, so a killed run never leaves a
 half-written latest checkpoint.
 
 Several processes: everything saved is replicated (the environments, which are split over
-devices, are not saved), so each process hands orbax its own host (numpy) copy and every
-process calls `save`, as orbax's multi-process protocol requires (it synchronizes the
-processes and only its primary process, 0, writes numpy values). Every process restores
-the same host values and re-distributes them (dexjax.train.distribute).
+devices, are not saved). Every process calls `save` with the same replicated global
+arrays, as orbax's multi-process protocol requires (it synchronizes the processes and
+writes each array once). Every process restores the values onto its own device and
+re-distributes them (dexjax.train.distribute). tests/test_parallel.py saves and restores
+a two-process run.
 """
 
 import pathlib
@@ -73,8 +74,12 @@ def manager(directory: pathlib.Path, keep: int = 3) -> ocp.CheckpointManager:
 
 def save(mngr: ocp.CheckpointManager, runner: train.RunnerState) -> int:
     """Write the runner's learning state as the checkpoint of its update count."""
-    state = parallel.host_copy(learner_state(runner))
-    step = int(state.update)
+    state = learner_state(runner)
+    step = int(parallel.host_copy(state.update))
+    # The arrays themselves, not numpy copies: brax's UInt64 (the normalizers' sample
+    # count) turns numpy fields back into single-device arrays when orbax rebuilds the
+    # tree, and a multi-process save refuses those. Replicated global arrays it writes
+    # once, from process 0.
     mngr.save(step, args=ocp.args.StandardSave(state))
     mngr.wait_until_finished()
     return step

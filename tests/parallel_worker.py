@@ -3,11 +3,14 @@
 python tests/parallel_worker.py OUT.npz                       # every device of this process
 python tests/parallel_worker.py OUT.npz --coordinator localhost:PORT --process-id I
 python tests/parallel_worker.py OUT.npz ... --forever         # train until killed
+python tests/parallel_worker.py OUT.npz ... --checkpoint DIR  # then save and restore in DIR
 
 Trains the LSTM PPO of dexjax.train (train.distribute + train.train_chunk over a mesh of
 every device, as `dexjax train` does) on the Memory probe, whose dynamics are exact, so
 runs split differently may differ only by rounding. Process 0 writes the final
-parameters, Adam state and normalizers, flattened, to OUT.npz.
+parameters, Adam state and normalizers, flattened, to OUT.npz. With --checkpoint, every
+process then saves the run's checkpoint into DIR (dexjax.checkpoint, as `dexjax train`
+does), restores it, and checks that the restored state equals what it saved.
 """
 
 import argparse
@@ -40,6 +43,7 @@ def main() -> int:
     parser.add_argument("--coordinator")
     parser.add_argument("--process-id", type=int)
     parser.add_argument("--forever", action="store_true")
+    parser.add_argument("--checkpoint", metavar="DIR")
     args = parser.parse_args()
     runtime.configure_jax()
     from dexjax import parallel
@@ -72,6 +76,8 @@ def main() -> int:
     state = {"params": runner.params, "opt": runner.opt_state, "norm": runner.normalizers}
     state = parallel.host_copy(state)
     losses = parallel.host_copy(metrics)
+    if args.checkpoint:
+        _save_and_restore(args.checkpoint, cfg, env, runner, state)
     if parallel.is_writer():
         leaves = jax.tree_util.tree_leaves_with_path(state)
         arrays = {jax.tree_util.keystr(path): np.asarray(x) for path, x in leaves}
@@ -79,6 +85,27 @@ def main() -> int:
         arrays["loss/value"] = np.asarray(losses["loss/value"])
         np.savez(args.out, **arrays)
     return 0
+
+
+def _save_and_restore(directory, cfg, env, runner, state) -> None:
+    """Save the run's checkpoint, restore it, and fail unless the restored learner state
+    equals the saved one (every process checks its own restored copy)."""
+    import jax
+
+    from dexjax import checkpoint, parallel
+
+    mngr = checkpoint.manager(directory)
+    step = checkpoint.save(mngr, runner)
+    learner = checkpoint.restore(mngr, cfg, env)
+    mngr.close()
+    restored = parallel.host_copy(
+        {"params": learner.params, "opt": learner.opt_state, "norm": learner.normalizers}
+    )
+    for (path, saved), again in zip(
+        jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(restored), strict=True
+    ):
+        np.testing.assert_array_equal(again, saved, err_msg=jax.tree_util.keystr(path))
+    print(f"checkpoint {step} restored in process {jax.process_index()}", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,14 @@ The same training (tests/parallel_worker.py: dexjax's LSTM PPO, `train.distribut
 `train.train_chunk` over a mesh of every device, 8 environments x 4 steps per update,
 2 minibatches, 2 epochs, 6 updates, seed 0) runs three ways, each in a subprocess: on one
 device, on two forced CPU devices, and as two processes on localhost joined by
-jax.distributed (gloo CPU collectives). Each split puts 4 of the 8 environments on each
-device; the minibatch shuffle is the single-device one (a global permutation), so the
-three runs compute the same thing and may differ only in floating-point rounding (sums
-split across devices). The environment is the Memory probe (exact dynamics): on the hand,
-rounding differences of that size grow through contacts and action bins within a few
-steps (the two-device smoke run's goal distance differed by 2e-4 after the first
-rollout), so agreement there would not test the parallelism.
+jax.distributed (gloo CPU collectives); the two processes then save the run's checkpoint
+together and each restores it and checks it against what it saved. Each split puts 4 of
+the 8 environments on each device; the minibatch shuffle is the single-device one (a
+global permutation), so the three runs compute the same thing and may differ only in
+floating-point rounding (sums split across devices). The environment is the Memory probe
+(exact dynamics): on the hand, rounding differences of that size grow through contacts
+and action bins within a few steps (the two-device smoke run's goal distance differed by
+2e-4 after the first rollout), so agreement there would not test the parallelism.
 
 "Agree" means: every parameter, Adam moment and normalizer statistic after the 6 updates,
 and every logged policy and value loss of the last chunk, is within ATOL + RTOL * |value|
@@ -92,13 +93,17 @@ def three_runs(tmp_path_factory) -> dict[str, dict]:
     children = {
         "one": [_start(outs["one"])],
         "two_devices": [_start(outs["two_devices"], devices=2)],
-        "two_processes": _start_two_processes(outs["two_processes"]),
+        "two_processes": _start_two_processes(
+            outs["two_processes"], "--checkpoint", str(root / "checkpoints")
+        ),
     }
     for name, processes in children.items():
         for process in processes:
             code, output = _finish(process, deadline)
             assert code == 0, f"{name} failed:\n{output[-3000:]}"
             assert "chunk 2 on" in output
+            if name == "two_processes":  # each saved the run's checkpoint and restored it
+                assert "checkpoint 6 restored in process" in output, output[-3000:]
         assert f"on {1 if name == 'one' else 2} devices" in output
     return {name: dict(np.load(path)) for name, path in outs.items()}
 
