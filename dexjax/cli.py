@@ -297,8 +297,6 @@ def _vision_pose_source(args: argparse.Namespace, env):
 
 
 def _write_video(args, config, env, learner, eval_config) -> None:
-    import numpy as np
-
     from dexjax import evaluate, render
 
     if args.video_steps < 1 or args.video_size < 1:
@@ -311,19 +309,8 @@ def _write_video(args, config, env, learner, eval_config) -> None:
 
         vision, _renderer = evaluate_pose.load_vision_pose(args.vision_run, env.mj_model, 1)
     rec = evaluate.record_trial(config, learner, eval_config, steps=args.video_steps, vision=vision)
-    renderer = render.Renderer(env.mj_model, width=args.video_size, height=args.video_size)
-    frames = render.tile(renderer.render(rec.qpos, rec.mocap_quat))
-    dt = env.config.control_dt
-    captions = [f"t={i * dt:.1f} s, {int(k)} successes" for i, k in enumerate(rec.successes)]
-    if vision is not None:
-        # Below the scene: the randomized images the pose network saw, and its error.
-        frames = np.concatenate([frames, render.tile(_resize(rec.camera_images, frames))], 1)
-        errors = zip(rec.position_error_mm, rec.rotation_error_deg, strict=True)
-        captions = [
-            f"{c}; estimate off {mm:.0f} mm, {deg:.0f} deg" if np.isfinite(mm) else c
-            for c, (mm, deg) in zip(captions, errors, strict=True)
-        ]
-    path = render.write_gif(frames, args.video, 1.0 / dt, captions)
+    frames, captions = video_frames(rec, env, args.video_size)
+    path = render.write_gif(frames, args.video, 1.0 / env.config.control_dt, captions)
     end = "trial ended" if rec.ended else "trial goes on"
     print(
         f"wrote {path}: {len(frames)} frames ({end}, {int(rec.successes[-1])} successes) "
@@ -331,13 +318,34 @@ def _write_video(args, config, env, learner, eval_config) -> None:
     )
 
 
-def _resize(images, frames):
-    """Camera images [T, cameras, h, w, 3] scaled (nearest pixel) so that, tiled side by
-    side, they are as wide as `frames` [T, H, W, 3]."""
+def video_frames(rec, env, size: int):
+    """Frames uint8 [T, H, W, 3] and captions of a `evaluate.TrialRecording`: the scene from
+    the three cameras (`size` pixels each) and, for a vision trial, below it the randomized
+    images the pose network saw, the captions saying how far its estimate was off."""
     import numpy as np
 
-    _, cameras, h, w, _ = images.shape
-    size = frames.shape[2] // cameras
+    from dexjax import render
+
+    renderer = render.Renderer(env.mj_model, width=size, height=size)
+    frames = render.tile(renderer.render(rec.qpos, rec.mocap_quat))
+    dt = env.config.control_dt
+    captions = [f"t={i * dt:.1f} s, {int(k)} successes" for i, k in enumerate(rec.successes)]
+    if rec.camera_images is None:
+        return frames, captions
+    seen = render.tile(_resize(rec.camera_images, size))
+    errors = zip(rec.position_error_mm, rec.rotation_error_deg, strict=True)
+    captions = [
+        f"{c}; estimate off {mm:.0f} mm, {deg:.0f} deg" if np.isfinite(mm) else c
+        for c, (mm, deg) in zip(captions, errors, strict=True)
+    ]
+    return np.concatenate([frames, seen], axis=1), captions
+
+
+def _resize(images, size: int):
+    """Camera images [T, cameras, h, w, 3] scaled to size x size (nearest pixel)."""
+    import numpy as np
+
+    _, _, h, w, _ = images.shape
     rows = np.arange(size) * h // size
     cols = np.arange(size) * w // size
     return images[:, :, rows][:, :, :, cols]

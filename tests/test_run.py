@@ -319,9 +319,8 @@ def pose_run(tmp_path_factory) -> pathlib.Path:
     return run_dir
 
 
+@pytest.mark.slow  # compiles a trial with rendering in the loop: 2-4 min on the busy CPU
 def test_vision_video_shows_what_the_pose_network_saw(finished_run, pose_run, tmp_path, capsys):
-    from PIL import Image
-
     from dexjax.vision import dataset, evaluate_pose
 
     config = run.read_config(finished_run.run_dir)
@@ -330,12 +329,12 @@ def test_vision_video_shows_what_the_pose_network_saw(finished_run, pose_run, tm
     vision, _renderer = evaluate_pose.load_vision_pose(pose_run, env.mj_model, 1)
     steps = 3
     rec = evaluate.record_trial(config, learner, evaluate.EvalConfig(), steps, vision=vision)
-    frames = len(rec.qpos)
-    assert rec.camera_images.shape == (frames, 3, 32, 32, 3)
-    assert rec.position_error_mm.shape == rec.rotation_error_deg.shape == (frames,)
+    count = len(rec.qpos)
+    assert rec.camera_images.shape == (count, 3, 32, 32, 3)
+    assert rec.position_error_mm.shape == rec.rotation_error_deg.shape == (count,)
     # Each recorded error is that of the network's estimate from the recorded images against
     # the block's pose in the recorded state (its free joint's qpos).
-    acted = min(frames, steps)  # frames followed by a step, hence by an estimate
+    acted = min(count, steps)  # frames followed by a step, hence by an estimate
     pose = vision.predict(rec.camera_images[:acted])
     true_pos, true_quat = dataset.object_pose(env.mj_model, rec.qpos[:acted])
     np.testing.assert_allclose(
@@ -349,12 +348,19 @@ def test_vision_video_shows_what_the_pose_network_saw(finished_run, pose_run, tm
     angle = np.degrees(2 * np.arccos(np.clip(dots, 0.0, 1.0)))
     np.testing.assert_allclose(rec.rotation_error_deg[:acted], angle, atol=0.05)
     assert np.all(np.isnan(rec.position_error_mm[acted:]))  # a last frame has no estimate
-    # The command: the scene above, the network's view below.
-    gif = tmp_path / "vision.gif"
-    argv = ["eval", str(finished_run.run_dir), "--pose-source", "vision"]
-    argv += ["--vision-run", str(pose_run), "--video", str(gif), "--video-only"]
-    argv += ["--video-steps", str(steps), "--video-size", "16", "--no-progress"]
-    assert cli.main(argv) == 0
-    assert "wrote" in capsys.readouterr().out
-    with Image.open(gif) as picture:
-        assert picture.size == (3 * 16, 2 * 16) and picture.n_frames == frames
+    # The video: the scene above, the network's view below (nearest-pixel 2x at 64 pixels).
+    frames, captions = cli.video_frames(rec, env, 64)
+    assert frames.shape == (count, 2 * 64, 3 * 64, 3)
+    for cam in range(3):
+        below = frames[:, 64:, cam * 64 : (cam + 1) * 64]
+        np.testing.assert_array_equal(below[:, ::2, ::2], rec.camera_images[:, cam])
+    mm = rec.position_error_mm[0]
+    assert f"estimate off {mm:.0f} mm" in captions[0]
+    if count > acted:  # the last frame of a trial that goes on: no step, no estimate
+        assert "estimate" not in captions[-1]
+    # The command's own checks (the video compiles the same trial: not run again here).
+    argv = ["eval", str(finished_run.run_dir), "--video", "x.gif", "--video-only"]
+    assert cli.main([*argv, "--pose-source", "vision"]) == 2
+    assert "needs --vision-run" in capsys.readouterr().err
+    assert cli.main([*argv, "--pose-source", "vision", "--vision-run", str(tmp_path)]) == 2
+    assert "is not a pose run" in capsys.readouterr().err
