@@ -98,6 +98,10 @@ def restore(
     target = jax.eval_shape(
         lambda key: learner_state(train.init(config, env, key)), jax.random.key(0)
     )
+    # Whole on this process's first device: without a sharding, orbax restores arrays
+    # that span every process, which a single-device runner cannot take.
+    local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=local), target)
     try:
         return mngr.restore(step, args=ocp.args.StandardRestore(target))
     except Exception as error:  # orbax raises several kinds for damaged files

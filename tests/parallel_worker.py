@@ -77,7 +77,7 @@ def main() -> int:
     state = parallel.host_copy(state)
     losses = parallel.host_copy(metrics)
     if args.checkpoint:
-        _save_and_restore(args.checkpoint, cfg, env, runner, state)
+        _save_and_restore(args.checkpoint, cfg, env, mesh, runner, state)
     if parallel.is_writer():
         leaves = jax.tree_util.tree_leaves_with_path(state)
         arrays = {jax.tree_util.keystr(path): np.asarray(x) for path, x in leaves}
@@ -87,19 +87,24 @@ def main() -> int:
     return 0
 
 
-def _save_and_restore(directory, cfg, env, runner, state) -> None:
-    """Save the run's checkpoint, restore it, and fail unless the restored learner state
-    equals the saved one (every process checks its own restored copy)."""
+def _save_and_restore(directory, cfg, env, mesh, runner, state) -> None:
+    """Save the run's checkpoint, restore it into a runner placed on the mesh as a resumed
+    run does, and fail unless its learner state equals the saved one (every process checks
+    its own copy)."""
     import jax
 
-    from dexjax import checkpoint, parallel
+    from dexjax import checkpoint, parallel, train
 
     mngr = checkpoint.manager(directory)
     step = checkpoint.save(mngr, runner)
     learner = checkpoint.restore(mngr, cfg, env)
     mngr.close()
+    # As `dexjax train --resume` does: fresh environments with the restored learner, placed
+    # on the mesh.
+    fresh = train.init(cfg, env, jax.random.key(cfg.seed + 1))
+    resumed = train.distribute(checkpoint.with_learner_state(fresh, learner), mesh)
     restored = parallel.host_copy(
-        {"params": learner.params, "opt": learner.opt_state, "norm": learner.normalizers}
+        {"params": resumed.params, "opt": resumed.opt_state, "norm": resumed.normalizers}
     )
     for (path, saved), again in zip(
         jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(restored), strict=True
