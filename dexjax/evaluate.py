@@ -8,6 +8,7 @@ policy acts deterministically (its most likely action) unless asked to sample.
 """
 
 import dataclasses
+import functools
 import math
 import pathlib
 from typing import Literal
@@ -289,7 +290,7 @@ def record_trial(
         seen = state.replace(obs={**state.obs, "state": obs})
         return seen, (images[0], pose.pos[0], pose.quat[0])
 
-    def step(carry, _):
+    def step(learner, vision, carry, _):
         state, lstm, start, key = carry
         key, key_act = jax.random.split(key)
         key_render = None
@@ -307,7 +308,13 @@ def record_trial(
         key_reset, key = jax.random.split(key)  # as in `evaluate`, with one trial
         state = jax.vmap(env.reset)(jax.random.split(key_reset, 1))
         carry = (state, networks.initial_carry(1, tc.network.lstm), jnp.ones(1, bool), key)
-        (last, *_), (poses, ends, record) = jax.lax.scan(step, carry, None, length=steps)
+        # `learner` and `vision` go in as `run`'s arguments, not from the enclosing scope: a
+        # closed-over array is baked into the program as a constant, so the program (and its
+        # persistent-cache key) would depend on the weights, and on the Warp render data, of
+        # which MuJoCo Warp leaves `contact.geomcollisionid` uninitialized (a new cache key,
+        # and a full recompile, in every process).
+        body = functools.partial(step, learner, vision)
+        (last, *_), (poses, ends, record) = jax.lax.scan(body, carry, None, length=steps)
         final = (last.data.qpos[0], last.data.mocap_quat[0], last.task.successes[0])
         return poses, final, ends, record
 
