@@ -1,0 +1,90 @@
+"""JAX's persistent compilation cache only helps if a program lowers to the same text in
+every process.
+
+A jitted function that closes over an array bakes the array's values into the program as a
+constant. MuJoCo Warp's `put_data` leaves `contact.geomcollisionid` uninitialized, so a
+program closing over the vision scene's Warp data held different bytes in each process and
+missed the cache (a full recompile of an evaluation with rendering, minutes on CPU).
+`vision.render.make_scene` zeroes that field, and `evaluate.record_trial` passes the scene
+in as an argument; these tests lower a program that closes over the scene in a second
+process, with a different string-hash seed, and compare it with the same lowering here.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dexjax import env as env_lib
+from dexjax import randomization
+from dexjax.vision import render
+
+BATCH = 2
+
+
+def lowered_render_text() -> str:
+    """StableHLO (without source locations) of a jitted render that closes over the scene.
+
+    Everything a program can hold as a constant comes from `make_scene` and the env's
+    model; source locations are left out because they legitimately name this process's
+    file paths and line numbers, and JAX's cache key strips them too.
+    """
+    env = env_lib.make_env(settle_steps=1, randomization=randomization.preset("none"))
+    renderer = render.VisionRenderer(env.mj_model, render.VisionConfig(width=16, height=16), 2)
+    scene, context, config = renderer.scene, renderer.context, renderer.config
+
+    def draw(key, qpos, mocap_quat):
+        return render.render_images(scene, context, config, key, qpos, mocap_quat)
+
+    m = env.mj_model
+    qpos = jnp.zeros((BATCH, m.nq), jnp.float32)
+    mocap_quat = jnp.zeros((BATCH, m.nmocap, 4), jnp.float32)
+    lowered = jax.jit(draw).lower(jax.random.key(0), qpos, mocap_quat)
+    return lowered.as_text(debug_info=False)
+
+
+_CHILD = """
+import runpy, sys
+from dexjax import runtime
+runtime.configure_jax()
+text = runpy.run_path(sys.argv[1])["lowered_render_text"]()
+open(sys.argv[2], "w").write(text)
+"""
+
+
+def test_warp_scene_data_has_no_uninitialized_field():
+    env = env_lib.make_env(settle_steps=1, randomization=randomization.preset("none"))
+    scene = render.make_scene(render.build_render_model(env.mj_model))
+    ids = np.asarray(scene.data._impl.contact__geomcollisionid)
+    assert ids.size > 0
+    np.testing.assert_array_equal(ids, 0)
+
+
+def test_render_program_is_the_same_in_another_process(tmp_path):
+    here = lowered_render_text()
+    # Another string-hash seed than this process's (random unless PYTHONHASHSEED is set), so
+    # that set and dict orders, and the allocation pattern that decides what uninitialized
+    # memory holds, differ from here.
+    seed = os.environ.get("PYTHONHASHSEED", "")
+    other = str(int(seed) + 1) if seed.isdigit() else "1"
+    out = tmp_path / "child.mlir"
+    subprocess.run(
+        [sys.executable, "-c", _CHILD, str(pathlib.Path(__file__)), str(out)],
+        env={**os.environ, "PYTHONHASHSEED": other},
+        check=True,
+        timeout=600,
+    )
+    there = out.read_text()
+    assert "stablehlo" in here
+    if there != here:
+        lines = zip(here.splitlines(), there.splitlines(), strict=False)
+        diff = [(i, a[:200], b[:200]) for i, (a, b) in enumerate(lines) if a != b]
+        pytest.fail(
+            f"the lowered programs differ ({len(here)} vs {len(there)} characters); "
+            f"first differing lines (index, here, there): {diff[:3]}"
+        )
