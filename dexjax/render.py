@@ -67,7 +67,7 @@ class Renderer:
         mujoco.mj_forward(mj_model, host)  # camera and light poses, fixed in the world
         self._mocap_quat = host.mocap_quat.astype(np.float32)
         self._model = mjx.put_model(mj_model, impl="warp")
-        self._data = mjx.put_data(mj_model, host, impl="warp")
+        self._data = warp_data(mj_model, host)
         self._context = mjx.create_render_context(
             mj_model,
             nworld=batch,
@@ -116,6 +116,22 @@ class Renderer:
             images = np.asarray(self._draw(q, mq, context))
             chunks.append(images[: self.batch - pad])
         return np.concatenate(chunks)
+
+
+def warp_data(m: mujoco.MjModel, host: mujoco.MjData) -> mjx.Data:
+    """mjx.put_data(impl="warp") with its one uninitialized field zeroed.
+
+    MuJoCo Warp's put_data allocates `contact.geomcollisionid` with `wp.empty` and never
+    sets it (mujoco_warp/_src/io.py, "TODO(team): set values"), so it holds whatever was in
+    memory. Rendering never reads it, but a program that holds this data as a constant
+    would then differ from process to process and miss JAX's persistent compilation cache
+    (Renderer's jitted draw closes over its data).
+    """
+    data = mjx.put_data(m, host, impl="warp")
+    impl = data._impl
+    return data.replace(
+        _impl=impl.replace(contact__geomcollisionid=jnp.zeros_like(impl.contact__geomcollisionid))
+    )
 
 
 def draw(model: mjx.Model, data: mjx.Data, context, num_cameras: int) -> jax.Array:

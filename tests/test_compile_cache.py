@@ -5,9 +5,10 @@ A jitted function that closes over an array bakes the array's values into the pr
 constant. MuJoCo Warp's `put_data` leaves `contact.geomcollisionid` uninitialized, so a
 program closing over the vision scene's Warp data held different bytes in each process and
 missed the cache (a full recompile of an evaluation with rendering, minutes on CPU).
-`vision.render.make_scene` zeroes that field, and `evaluate.record_trial` passes the scene
-in as an argument; these tests lower a program that closes over the scene in a second
-process, with a different string-hash seed, and compare it with the same lowering here.
+`render.warp_data` zeroes that field (used by the video renderer and the vision scene), and
+`evaluate.record_trial` passes the scene in as an argument; these tests lower a program that
+closes over the scene in a second process, with a different string-hash seed, and compare
+it with the same lowering here.
 """
 
 import os
@@ -17,11 +18,13 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
 import pytest
 
 from dexjax import env as env_lib
 from dexjax import randomization
+from dexjax import render as video
 from dexjax.vision import render
 
 BATCH = 2
@@ -57,12 +60,16 @@ open(sys.argv[2], "w").write(text)
 """
 
 
-def test_warp_scene_data_has_no_uninitialized_field():
+def test_warp_data_has_no_uninitialized_field():
     env = env_lib.make_env(settle_steps=1, randomization=randomization.preset("none"))
+    host = mujoco.MjData(env.mj_model)
+    mujoco.mj_forward(env.mj_model, host)
+    video_ids = np.asarray(video.warp_data(env.mj_model, host)._impl.contact__geomcollisionid)
     scene = render.make_scene(render.build_render_model(env.mj_model))
-    ids = np.asarray(scene.data._impl.contact__geomcollisionid)
-    assert ids.size > 0
-    np.testing.assert_array_equal(ids, 0)
+    scene_ids = np.asarray(scene.data._impl.contact__geomcollisionid)
+    assert video_ids.size > 0 and scene_ids.size > 0
+    np.testing.assert_array_equal(video_ids, 0)
+    np.testing.assert_array_equal(scene_ids, 0)
 
 
 def test_render_program_is_the_same_in_another_process(tmp_path):

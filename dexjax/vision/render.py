@@ -298,21 +298,6 @@ def hsv_to_rgb(hsv: jax.Array) -> jax.Array:
     return v[..., None] - v[..., None] * s[..., None] * ramp
 
 
-def _warp_data(m: mujoco.MjModel, host: mujoco.MjData) -> mjx.Data:
-    """mjx.put_data(impl="warp") with its one uninitialized field zeroed.
-
-    MuJoCo Warp's put_data allocates `contact.geomcollisionid` with `wp.empty` and never
-    sets it (mujoco_warp/_src/io.py, "TODO(team): set values"), so it holds whatever was in
-    memory. Rendering never reads it, but a program that holds the scene as a constant
-    would then differ from process to process and miss JAX's persistent compilation cache.
-    """
-    data = mjx.put_data(m, host, impl="warp")
-    impl = data._impl
-    return data.replace(
-        _impl=impl.replace(contact__geomcollisionid=jnp.zeros_like(impl.contact__geomcollisionid))
-    )
-
-
 def make_scene(render_model: mujoco.MjModel, cameras=c.CAMERAS) -> RenderScene:
     """Warp model and data of the render variant, its nominal visuals and index tables."""
     m = render_model
@@ -353,7 +338,7 @@ def make_scene(render_model: mujoco.MjModel, cameras=c.CAMERAS) -> RenderScene:
     )
     return RenderScene(
         model=mjx.put_model(m, impl="warp"),
-        data=_warp_data(m, host),
+        data=video.warp_data(m, host),
         nominal=nominal,
         hand_geoms=jnp.asarray(hand),
         face_geoms=jnp.asarray(faces),
