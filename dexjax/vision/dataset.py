@@ -541,8 +541,10 @@ def rollout_states(
         state = jax.vmap(env.reset)(jax.random.split(key, n))
         return state, networks.initial_carry(n, run_config.train.network.lstm), jnp.ones(n, bool)
 
+    # The learner is an argument, not closed over: closed-over weights would be baked into
+    # the program as constants, so each checkpoint would compile (and be cached) anew.
     @jax.jit
-    def advance(state, carry, starting, key):
+    def advance(learner, state, carry, starting, key):
         def one(i, loop):
             state, carry, starting = loop
             key_act = jax.random.fold_in(key, i)
@@ -559,7 +561,7 @@ def rollout_states(
         key_reset, key_steps = jax.random.split(key)
         loop = start(key_reset)
         for i in range(2**31):
-            loop = advance(*loop, jax.random.fold_in(key_steps, i))
+            loop = advance(learner, *loop, jax.random.fold_in(key_steps, i))
             data = loop[0].data
             yield np.asarray(data.qpos), np.asarray(data.mocap_quat)
 
