@@ -68,6 +68,24 @@ class VisionScale:
     """What the vision row costs on top of the block policy (measured or estimated)."""
 
 
+# The paper's vision set-up: 1M rendered states from policy rollouts, 200x200 images, its
+# network, 400,000 minibatches of 64 with the rate halved every 20,000.
+_PAPER_VISION = VisionScale(
+    dataset_states=1_000_000,
+    held_out_states=10_000,
+    resolution="paper",
+    dataset_envs=1_024,
+    pose_preset="paper",
+    pose_steps=400_000,
+    halve_every=20_000,
+    cost=(
+        "an estimate, not a measurement: 3M images of 200x200 to render (about 360 GB "
+        "of uint8 pixels before compression) and 400,000 minibatches of the paper's "
+        "network, about 6 h on one A100-class GPU at an assumed 20 minibatches/s "
+        "(neither the renderer nor the pose network has run on a GPU here)"
+    ),
+)
+
 SCALES = {
     "cpu-small": Scale(
         name="cpu-small",
@@ -108,23 +126,7 @@ SCALES = {
             "GPU has not been measured yet)"
         ),
         meaningful=True,
-        vision=VisionScale(
-            # The paper's: 1M rendered states from policy rollouts, 200x200 images, its
-            # network, 400,000 minibatches of 64 with the rate halved every 20,000.
-            dataset_states=1_000_000,
-            held_out_states=10_000,
-            resolution="paper",
-            dataset_envs=1_024,
-            pose_preset="paper",
-            pose_steps=400_000,
-            halve_every=20_000,
-            cost=(
-                "an estimate, not a measurement: 3M images of 200x200 to render (about 360 GB "
-                "of uint8 pixels before compression) and 400,000 minibatches of the paper's "
-                "network, about 6 h on one A100-class GPU at an assumed 20 minibatches/s "
-                "(neither the renderer nor the pose network has run on a GPU here)"
-            ),
-        ),
+        vision=_PAPER_VISION,
     ),
     "paper": Scale(
         name="paper",
@@ -137,23 +139,7 @@ SCALES = {
             "A100-class GPUs at an assumed 200k env steps/s in all (not measured)"
         ),
         meaningful=True,
-        vision=VisionScale(
-            # The paper's: 1M rendered states from policy rollouts, 200x200 images, its
-            # network, 400,000 minibatches of 64 with the rate halved every 20,000.
-            dataset_states=1_000_000,
-            held_out_states=10_000,
-            resolution="paper",
-            dataset_envs=1_024,
-            pose_preset="paper",
-            pose_steps=400_000,
-            halve_every=20_000,
-            cost=(
-                "an estimate, not a measurement: 3M images of 200x200 to render (about 360 GB "
-                "of uint8 pixels before compression) and 400,000 minibatches of the paper's "
-                "network, about 6 h on one A100-class GPU at an assumed 20 minibatches/s "
-                "(neither the renderer nor the pose network has run on a GPU here)"
-            ),
-        ),
+        vision=_PAPER_VISION,
     ),
 }
 
