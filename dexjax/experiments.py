@@ -958,6 +958,8 @@ def main(argv: list[str] | None, table: TableSpec) -> int:
     """Train or reuse each row's policy, evaluate it, write the table. Exit code."""
     import sys
 
+    import jax
+
     from dexjax import runtime
 
     args = parser(table).parse_args(argv)
@@ -992,6 +994,9 @@ def main(argv: list[str] | None, table: TableSpec) -> int:
         except ValueError as error:
             print(f"{table.key}: error: {error}", file=sys.stderr)
             return 2
+        # Each row compiles its own programs; keeping them all would exhaust the process's
+        # memory maps on a long table (see `runtime.memory_map_use`).
+        jax.clear_caches()
     total = time.perf_counter() - start
     notes = [_timing_note(rows, total)]
     paths = write_results(table, rows, scale, out_dir, notes)

@@ -52,6 +52,26 @@ def configure_jax(cache_dir: str | os.PathLike | None = None) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+def memory_map_use() -> float | None:
+    """Fraction of this process's memory-map limit in use (Linux), or None elsewhere.
+
+    XLA's CPU backend holds about three memory maps per compiled kernel (code, constants,
+    data pages), and an MJX step has over a thousand kernels. A process that keeps
+    compiling new programs (a test session, a table of experiments) therefore approaches
+    the kernel's per-process limit, `vm.max_map_count` (65,530 by default), and then
+    aborts inside LLVM ("Unable to allocate section memory"). `jax.clear_caches()` frees
+    the compiled programs and their maps; the persistent cache makes a later reload cheap.
+    """
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read())
+        with open("/proc/self/maps") as f:
+            used = sum(1 for _ in f)
+    except OSError:
+        return None
+    return used / limit
+
+
 class Watchdog:
     """Ends the process loudly (with every thread's traceback) if progress stops.
 

@@ -22,18 +22,6 @@ from dexjax import adr, checkpoint, cli, evaluate, logs, parallel, run, train
 from dexjax import config as config_lib
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _no_persistent_cache_writes():
-    """In the full suite, writing `evaluate`'s compiled loop to the persistent cache
-    aborted the process inside XLA's executable.serialize() (twice, same test; not when
-    this file runs alone; cause not found). This module compiles without writing."""
-    name = "jax_persistent_cache_min_compile_time_secs"
-    before = getattr(jax.config, name)
-    jax.config.update(name, 1e9)
-    yield
-    jax.config.update(name, before)
-
-
 UPDATES_PER_CHUNK = 2
 STEPS_PER_UPDATE = 4 * 8  # smoke envs x rollout length below
 OVERRIDES = [

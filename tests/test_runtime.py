@@ -89,3 +89,34 @@ def test_configure_jax_again_after_start_is_harmless_but_new_flags_are_refused(m
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_thunk_runtime=false")
     with pytest.raises(RuntimeError, match="before JAX is first used"):
         runtime.configure_jax()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_compiled_programs_hold_memory_maps_until_the_caches_are_cleared():
+    """Why the suite and the experiment tables clear JAX's caches: each compiled kernel
+    holds memory maps, counted against `vm.max_map_count`. In a fresh process without the
+    persistent cache, so the program really compiles."""
+    script = """
+        import gc, jax, jax.numpy as jnp
+        from dexjax import runtime
+        def chain(x):
+            outs = []
+            for i in range(40):  # 40 scans that XLA cannot fuse: many kernels
+                x = jnp.cumsum(jnp.sin(x) * i, axis=0)[::-1]
+                outs.append(x)
+            return outs
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read())
+        before = runtime.memory_map_use() * limit
+        jax.block_until_ready(jax.jit(chain)(jnp.ones((7, 3))))
+        compiled = runtime.memory_map_use() * limit
+        jax.clear_caches()
+        gc.collect()
+        cleared = runtime.memory_map_use() * limit
+        print(round(before), round(compiled), round(cleared))
+    """
+    result = _run(script, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    before, compiled, cleared = map(int, result.stdout.split()[-3:])
+    assert compiled - before >= 100, (before, compiled, cleared)  # measured: about 200
+    assert compiled - cleared >= 100, (before, compiled, cleared)  # measured: about 130
