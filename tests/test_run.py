@@ -21,7 +21,6 @@ import pytest
 from dexjax import adr, checkpoint, cli, evaluate, logs, parallel, run, train
 from dexjax import config as config_lib
 
-
 UPDATES_PER_CHUNK = 2
 STEPS_PER_UPDATE = 4 * 8  # smoke envs x rollout length below
 OVERRIDES = [
