@@ -197,7 +197,7 @@ def evaluate(
         zeros = jnp.zeros(n)
         return _Trials(
             env_state=state,
-            carry=networks.initial_carry(n, tc.network.lstm),
+            carry=networks.initial_carry(n, tc.network.policy_lstm),
             start=jnp.ones(n, bool),
             finished=jnp.zeros(n, bool),
             successes=zeros,
@@ -307,7 +307,7 @@ def record_trial(
     def run(key: jax.Array, learner: checkpoint.LearnerState | None, vision):
         key_reset, key = jax.random.split(key)  # as in `evaluate`, with one trial
         state = jax.vmap(env.reset)(jax.random.split(key_reset, 1))
-        carry = (state, networks.initial_carry(1, tc.network.lstm), jnp.ones(1, bool), key)
+        carry = (state, networks.initial_carry(1, tc.network.policy_lstm), jnp.ones(1, bool), key)
         # `learner` and `vision` go in as `run`'s arguments, not from the enclosing scope: a
         # closed-over array is baked into the program as a constant, so the program (and its
         # persistent-cache key) would depend on the weights, and on the Warp render data, of

@@ -153,10 +153,16 @@ class PolicySpec:
     object: str = "block"
     randomization: str = "all"
     """A row of Table 4: a name for `dexjax.randomization.preset`."""
-    memory: bool = True
-    """LSTM networks (True) or feed-forward ones (`lstm=0`: Dense -> Dense)."""
+    policy_memory: bool = True
+    """An LSTM policy (True) or a feed-forward one (Dense -> Dense)."""
+    value_memory: bool = True
+    """An LSTM value network (True) or a feed-forward one; needs a feed-forward policy."""
     random_actions: bool = False
     """Evaluate uniformly random actions on the task instead (nothing is trained)."""
+
+    def __post_init__(self):
+        if self.policy_memory and not self.value_memory:
+            raise ValueError("an LSTM policy with a feed-forward value network is not supported")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,22 +301,19 @@ TABLES = {
             RowSpec("LSTM policy, LSTM value", BLOCK, PaperFigure(median=13)),
             RowSpec(
                 "feed-forward policy, LSTM value",
-                None,
+                PolicySpec("block-all-ffpi", policy_memory=False),
                 PaperFigure(median=3.5),
-                pending=(
-                    "not supported: the policy and value networks share one NetworkConfig "
-                    "(dexjax.networks), so both have memory or neither has"
-                ),
             ),
             RowSpec(
                 "feed-forward policy, feed-forward value",
-                PolicySpec("block-all-ff", memory=False),
+                PolicySpec("block-all-ff", policy_memory=False, value_memory=False),
                 PaperFigure(median=3),
             ),
         ),
         notes=(
             "Feed-forward networks replace the LSTM by a second Dense + ReLU layer of the "
-            "same width (`train.network.lstm=0`).",
+            "same width: `train.network.policy_memory=false` for the policy alone, "
+            "`train.network.lstm=0` for both.",
         ),
     ),
 }
@@ -330,8 +333,10 @@ def run_config(scale: Scale, policy: PolicySpec) -> config_lib.RunConfig:
         randomization=randomization.preset(policy.randomization),
     )
     network = base.train.network
-    if not policy.memory:
+    if not policy.value_memory:  # both feed-forward
         network = dataclasses.replace(network, lstm=0)
+    elif not policy.policy_memory:
+        network = dataclasses.replace(network, policy_memory=False)
     train = dataclasses.replace(base.train, network=network)
     return dataclasses.replace(base, env=env, train=train)
 
@@ -343,9 +348,14 @@ def check_compatible(policy: PolicySpec, config: config_lib.RunConfig, source: s
         problems.append(f"object {config.env.scene.object!r}, the row needs {policy.object!r}")
     if config.env.randomization != randomization.preset(policy.randomization):
         problems.append(f"randomizations differ from the preset {policy.randomization!r}")
-    if bool(config.train.network.lstm) != policy.memory:
-        kind = "LSTM" if policy.memory else "feed-forward"
-        problems.append(f"the row needs {kind} networks")
+    network = config.train.network
+    for name, has, needs in (
+        ("policy", bool(network.policy_lstm), policy.policy_memory),
+        ("value network", bool(network.value_lstm), policy.value_memory),
+    ):
+        if has != needs:
+            kind = "an LSTM" if needs else "a feed-forward"
+            problems.append(f"the row needs {kind} {name}")
     if problems:
         raise ValueError(f"{source} does not fit row {policy.name!r}: " + "; ".join(problems))
 

@@ -243,7 +243,7 @@ def policy_spec(
     opset: int,
     policy_sha256: str,
 ) -> dict:
-    lstm = run_config.train.network.lstm
+    lstm = run_config.train.network.policy_lstm
     obs_size = env.observation_size["state"][0]
     return {
         "format": SPEC_FORMAT,
@@ -381,9 +381,12 @@ def export_policy(
     check_opset(opset)
     run_dir, out_dir = pathlib.Path(run_dir), pathlib.Path(out_dir)
     config, env, learner = load_run(run_dir, step)
-    lstm = config.train.network.lstm
+    lstm = config.train.network.policy_lstm
     if not lstm:
-        raise ValueError("only LSTM policies (network.lstm > 0) can be exported")
+        raise ValueError(
+            "only LSTM policies can be exported (this run's policy is feed-forward: "
+            "network.lstm=0 or network.policy_memory=false)"
+        )
     obs_size = env.observation_size["state"][0]
     policy = policy_function(config, env, learner)
     closed, batch = trace_policy(policy, obs_size, lstm)

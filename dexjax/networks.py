@@ -1,8 +1,10 @@
 """Policy and value networks of the paper (Appendix D.1) and their action distributions.
 
 Both networks have the same shape and separate weights: Dense(hidden) + ReLU -> LSTM(lstm)
--> head. They take observations that are already normalized (see `dexjax.ppo.normalize`),
-so the running statistics stay outside the parameters the optimizer touches.
+-> head (or, feed-forward, a second Dense(hidden) + ReLU in place of the LSTM; the policy
+alone can be made feed-forward, as in the paper's Table 5). They take observations that are
+already normalized (see `dexjax.ppo.normalize`), so the running statistics stay outside the
+parameters the optimizer touches.
 
 Every network is a step function `(carry, obs [B, D], reset [B]) -> (carry, out)`;
 `unroll` scans it over time-major sequences `[T, B, ...]`. `reset[t]` marks the first step
@@ -31,8 +33,11 @@ class NetworkConfig:
     hidden: int = 1024
     """Width of the Dense + ReLU layer in front of the LSTM."""
     lstm: int = 512
-    """LSTM size; 0 makes the network feed-forward (a second Dense(hidden) + ReLU in place of
-    the LSTM; its carry is empty)."""
+    """LSTM size; 0 makes both networks feed-forward (a second Dense(hidden) + ReLU in place
+    of the LSTM; their carries are empty)."""
+    policy_memory: bool = True
+    """False makes the policy feed-forward while the value network keeps its LSTM (the
+    middle row of the paper's Table 5)."""
     action_bins: int = 11
     """Bins per actuator of the categorical head; 0 selects a Gaussian head."""
     action_size: int = 20
@@ -45,9 +50,14 @@ class NetworkConfig:
             raise ValueError("action_bins must be 0 (Gaussian) or at least 2")
 
     @property
-    def feature_size(self) -> int:
-        """Width of the torso's output."""
-        return self.lstm or self.hidden
+    def policy_lstm(self) -> int:
+        """LSTM size of the policy (0: feed-forward)."""
+        return self.lstm if self.policy_memory else 0
+
+    @property
+    def value_lstm(self) -> int:
+        """LSTM size of the value network (0: feed-forward)."""
+        return self.lstm
 
 
 # ---------------------------------------------------------------------------------------
@@ -84,7 +94,7 @@ class Torso(nn.Module):
     def __call__(
         self, carry: LSTMCarry, obs: jax.Array, reset: jax.Array
     ) -> tuple[LSTMCarry, jax.Array]:
-        """One step: obs [B, D], reset [B] -> (carry, features [B, feature_size])."""
+        """One step: obs [B, D], reset [B] -> (carry, features [B, lstm or hidden])."""
         x = nn.relu(nn.Dense(self.hidden, name="dense")(obs))
         if not self.lstm:
             return carry, nn.relu(nn.Dense(self.hidden, name="dense_ff")(x))
@@ -187,7 +197,7 @@ class PolicyNetwork(nn.Module):
         self, carry: LSTMCarry, obs: jax.Array, reset: jax.Array
     ) -> tuple[LSTMCarry, Distribution]:
         cfg = self.config
-        carry, x = Torso(cfg.hidden, cfg.lstm, name="torso")(carry, obs, reset)
+        carry, x = Torso(cfg.hidden, cfg.policy_lstm, name="torso")(carry, obs, reset)
         # A small last layer makes the initial policy close to uniform (or to mean 0), the
         # usual PPO initialization: exploration starts broad and unbiased.
         head_init = nn.initializers.orthogonal(0.01)
@@ -202,7 +212,7 @@ class PolicyNetwork(nn.Module):
         return carry, Gaussian(mean=mean, log_std=jnp.broadcast_to(log_std, mean.shape))
 
     def initial_carry(self, batch: int) -> LSTMCarry:
-        return initial_carry(batch, self.config.lstm)
+        return initial_carry(batch, self.config.policy_lstm)
 
 
 class ValueNetwork(nn.Module):
@@ -215,11 +225,11 @@ class ValueNetwork(nn.Module):
         self, carry: LSTMCarry, obs: jax.Array, reset: jax.Array
     ) -> tuple[LSTMCarry, jax.Array]:
         cfg = self.config
-        carry, x = Torso(cfg.hidden, cfg.lstm, name="torso")(carry, obs, reset)
+        carry, x = Torso(cfg.hidden, cfg.value_lstm, name="torso")(carry, obs, reset)
         return carry, nn.Dense(1, name="head")(x)[..., 0]
 
     def initial_carry(self, batch: int) -> LSTMCarry:
-        return initial_carry(batch, self.config.lstm)
+        return initial_carry(batch, self.config.value_lstm)
 
 
 def unroll(

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         result = export.export_policy(args.run_dir, tmp, step=args.checkpoint)
         config, env, learner = export.load_run(pathlib.Path(args.run_dir), result.checkpoint_update)
-        lstm = config.train.network.lstm
+        lstm = config.train.network.policy_lstm
         stats = learner.normalizers.policy_obs
         mean, std = np.asarray(stats.mean), np.asarray(stats.std)
         rng = np.random.default_rng(0)

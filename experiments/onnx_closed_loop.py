@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         return train.policy_step(tc, env.action_size, lr.params, lr.normalizers, carry, obs, start)
 
     policy = jax.jit(policy_step)
-    carry = {"carry": networks.initial_carry(n, tc.network.lstm)}
+    carry = {"carry": networks.initial_carry(n, tc.network.policy_lstm)}
 
     def act_jax(obs, start):
         carry["carry"], action = policy(learner, carry["carry"], obs, start)

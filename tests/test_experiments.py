@@ -125,7 +125,9 @@ def test_run_configs_of_the_rows():
             assert config.updates == 100
             assert config.env.scene.object == row.policy.object
             assert config.env.randomization == randomization.preset(row.policy.randomization)
-            assert (config.train.network.lstm == 0) == (not row.policy.memory)
+            network = config.train.network
+            assert (network.policy_lstm > 0) == row.policy.policy_memory
+            assert (network.value_lstm > 0) == row.policy.value_memory
             assert config.env.goal_distribution == base.env.goal_distribution
             assert config.train.num_envs == base.train.num_envs
     table4 = experiments.TABLES["table4"]
@@ -137,11 +139,22 @@ def test_run_configs_of_the_rows():
 
 
 def test_given_runs_must_fit_their_row():
-    ff = experiments.PolicySpec("block-all-ff", memory=False)
+    ff = experiments.PolicySpec("block-all-ff", policy_memory=False, value_memory=False)
+    ff_policy = experiments.PolicySpec("block-all-ffpi", policy_memory=False)
     lstm_config = experiments.run_config(SCALE, experiments.BLOCK)
     experiments.check_compatible(experiments.BLOCK, lstm_config, "x")
-    with pytest.raises(ValueError, match="feed-forward"):
+    with pytest.raises(ValueError, match="feed-forward policy; the row needs a feed-forward v"):
         experiments.check_compatible(ff, lstm_config, "x")
+    with pytest.raises(ValueError, match="needs a feed-forward policy$"):
+        experiments.check_compatible(ff_policy, lstm_config, "x")
+    ff_policy_config = experiments.run_config(SCALE, ff_policy)
+    experiments.check_compatible(ff_policy, ff_policy_config, "x")
+    with pytest.raises(ValueError, match="needs a feed-forward value network$"):
+        experiments.check_compatible(ff, ff_policy_config, "x")
+    with pytest.raises(ValueError, match="needs an LSTM value network$"):
+        experiments.check_compatible(ff_policy, experiments.run_config(SCALE, ff), "x")
+    with pytest.raises(ValueError, match="not supported"):
+        experiments.PolicySpec("x", value_memory=False)
     octagon = experiments.PolicySpec("octagon-all-lstm", object="octagon")
     with pytest.raises(ValueError, match="object 'block'"):
         experiments.check_compatible(octagon, lstm_config, "x")

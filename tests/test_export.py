@@ -70,7 +70,7 @@ def rollout(loaded) -> dict[str, np.ndarray]:
     @jax.jit
     def roll(key, learner):
         state = jax.vmap(env.reset)(jax.random.split(key, BATCH))
-        carry = networks.initial_carry(BATCH, tc.network.lstm)
+        carry = networks.initial_carry(BATCH, tc.network.policy_lstm)
 
         def one(c, _):
             state, carry, start = c

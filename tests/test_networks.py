@@ -189,40 +189,59 @@ def test_tiny_policy_and_value_outputs():
     np.testing.assert_array_equal(g_dist.log_std, 0.0)
 
 
-@pytest.mark.parametrize("lstm", [512, 0])
-def test_paper_sized_shapes(lstm):
-    """Dense 1024 -> LSTM 512 -> heads (paper Appendix D.1), by shape inference only."""
-    cfg = nets.NetworkConfig(lstm=lstm)
+@pytest.mark.parametrize(
+    ("lstm", "policy_memory"), [(512, True), (0, True), (512, False)], ids=["lstm", "ff", "ff-pi"]
+)
+def test_paper_sized_shapes(lstm, policy_memory):
+    """Dense 1024 -> LSTM 512 -> heads (paper Appendix D.1), by shape inference only; the
+    feed-forward variants put Dense 1024 where the LSTM was (both networks, or the policy
+    alone)."""
+    cfg = nets.NetworkConfig(lstm=lstm, policy_memory=policy_memory)
     b, d = 2, 42
-    carry = jax.ShapeDtypeStruct((b, lstm), jnp.float32)
-    carry = nets.LSTMCarry(c=carry, h=carry)
     obs = jax.ShapeDtypeStruct((b, d), jnp.float32)
     reset = jax.ShapeDtypeStruct((b,), jnp.bool_)
     key = jax.random.key(6)
     key_pi, key_v = jax.random.split(key)
 
+    def carry_of(width):
+        carry = jax.ShapeDtypeStruct((b, width), jnp.float32)
+        return nets.LSTMCarry(c=carry, h=carry)
+
+    def check_torso(torso, width):
+        assert torso["dense"]["kernel"].shape == (d, 1024)
+        if width:
+            assert torso["lstm"]["ii"]["kernel"].shape == (1024, width)
+            assert torso["lstm"]["hi"]["kernel"].shape == (width, width)
+        else:
+            assert "lstm" not in torso
+            assert torso["dense_ff"]["kernel"].shape == (1024, 1024)
+
+    policy_width = lstm if policy_memory else 0
     policy = nets.PolicyNetwork(cfg)
-    p = jax.eval_shape(policy.init, key_pi, carry, obs, reset)["params"]
-    assert p["torso"]["dense"]["kernel"].shape == (d, 1024)
-    if lstm:
-        assert p["torso"]["lstm"]["ii"]["kernel"].shape == (1024, 512)
-        assert p["torso"]["lstm"]["hi"]["kernel"].shape == (512, 512)
-    else:
-        assert p["torso"]["dense_ff"]["kernel"].shape == (1024, 1024)
-    assert p["head"]["kernel"].shape == (cfg.feature_size, 20 * 11)
-    new_carry, dist = jax.eval_shape(policy.apply, {"params": p}, carry, obs, reset)
+    assert policy.initial_carry(b).h.shape == (b, policy_width)
+    p = jax.eval_shape(policy.init, key_pi, carry_of(policy_width), obs, reset)["params"]
+    check_torso(p["torso"], policy_width)
+    assert p["head"]["kernel"].shape == (policy_width or 1024, 20 * 11)
+    new_carry, dist = jax.eval_shape(
+        policy.apply, {"params": p}, carry_of(policy_width), obs, reset
+    )
     assert dist.logits.shape == (b, 20, 11)
-    assert new_carry.h.shape == (b, lstm)
+    assert new_carry.h.shape == (b, policy_width)
 
     value = nets.ValueNetwork(cfg)
-    v = jax.eval_shape(value.init, key_v, carry, obs, reset)["params"]
-    assert v["head"]["kernel"].shape == (cfg.feature_size, 1)
-    _, out = jax.eval_shape(value.apply, {"params": v}, carry, obs, reset)
+    assert value.initial_carry(b).h.shape == (b, lstm)
+    v = jax.eval_shape(value.init, key_v, carry_of(lstm), obs, reset)["params"]
+    check_torso(v["torso"], lstm)
+    assert v["head"]["kernel"].shape == (lstm or 1024, 1)
+    _, out = jax.eval_shape(value.apply, {"params": v}, carry_of(lstm), obs, reset)
     assert out.shape == (b,)
 
 
 def test_config_validation():
-    assert nets.NetworkConfig().feature_size == 512
-    assert nets.NetworkConfig(lstm=0).feature_size == 1024
+    assert (nets.NetworkConfig().policy_lstm, nets.NetworkConfig().value_lstm) == (512, 512)
+    ff = nets.NetworkConfig(lstm=0)
+    assert (ff.policy_lstm, ff.value_lstm) == (0, 0)
+    ff_policy = nets.NetworkConfig(policy_memory=False)
+    assert (ff_policy.policy_lstm, ff_policy.value_lstm) == (0, 512)
     with pytest.raises(ValueError):
         nets.NetworkConfig(action_bins=1)

@@ -21,7 +21,8 @@ import pytest
 from dexjax import networks, ppo, probes, train
 
 SMALL = networks.NetworkConfig(hidden=32, lstm=16)
-FEED_FORWARD = networks.NetworkConfig(hidden=32, lstm=0)
+# Table 5's middle row: the policy feed-forward, the value network still an LSTM.
+FEED_FORWARD_POLICY = networks.NetworkConfig(hidden=32, lstm=16, policy_memory=False)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -163,7 +164,7 @@ def memory_run():
 
 @pytest.fixture(scope="module")
 def memory_feed_forward_run():
-    config = _config(rollout_length=MEMORY_ROLLOUT, network=FEED_FORWARD)
+    config = _config(rollout_length=MEMORY_ROLLOUT, network=FEED_FORWARD_POLICY)
     return _train(config, probes.Memory(), chunks=4)
 
 
@@ -213,8 +214,14 @@ def test_lstm_policy_remembers_the_first_observation(memory_run):
 
 
 def test_feed_forward_policy_cannot_remember(memory_feed_forward_run):
-    # Chance level: about 0 (-1/11 for the uniform 11-bin policy).
+    # Chance level: about 0 (-1/11 for the uniform 11-bin policy), although the value
+    # network beside it has its LSTM.
     assert abs(_final_step_reward(memory_feed_forward_run, last_updates=20)) < 0.3
+    runner = memory_feed_forward_run.runner
+    assert runner.policy_carry.h.shape[-1] == 0
+    assert runner.value_carry.h.shape[-1] == FEED_FORWARD_POLICY.lstm
+    assert "lstm" in runner.params.value["params"]["torso"]
+    assert "lstm" not in runner.params.policy["params"]["torso"]
 
 
 # ---------------------------------------------------------------------------------------

@@ -539,7 +539,11 @@ def rollout_states(
     @jax.jit
     def start(key):
         state = jax.vmap(env.reset)(jax.random.split(key, n))
-        return state, networks.initial_carry(n, run_config.train.network.lstm), jnp.ones(n, bool)
+        return (
+            state,
+            networks.initial_carry(n, run_config.train.network.policy_lstm),
+            jnp.ones(n, bool),
+        )
 
     # The learner is an argument, not closed over: closed-over weights would be baked into
     # the program as constants, so each checkpoint would compile (and be cached) anew.
