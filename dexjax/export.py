@@ -380,13 +380,13 @@ def export_policy(
     to `out_dir`, after checking the ONNX graph against JAX on a few inputs."""
     check_opset(opset)
     run_dir, out_dir = pathlib.Path(run_dir), pathlib.Path(out_dir)
-    config, env, learner = load_run(run_dir, step)
-    lstm = config.train.network.policy_lstm
-    if not lstm:
+    if not run.read_config(run_dir).train.network.policy_lstm:  # before loading anything
         raise ValueError(
             "only LSTM policies can be exported (this run's policy is feed-forward: "
             "network.lstm=0 or network.policy_memory=false)"
         )
+    config, env, learner = load_run(run_dir, step)
+    lstm = config.train.network.policy_lstm
     obs_size = env.observation_size["state"][0]
     policy = policy_function(config, env, learner)
     closed, batch = trace_policy(policy, obs_size, lstm)

@@ -6,6 +6,7 @@ through the persistent compilation cache); one jitted function resets a few envi
 and steps them `STEPS` times with the JAX policy, recording what ONNX must reproduce.
 """
 
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -234,4 +235,14 @@ def test_export_errors(run_dir, tmp_path, capsys):
             export.export_policy(run_dir, tmp_path / "out", opset=opset)
     assert cli.main(["export", str(run_dir), "--out", str(tmp_path / "o"), "--opset", "9"]) == 2
     assert "unsupported ONNX opset 9" in capsys.readouterr().err
+    # A feed-forward policy (its value network may have an LSTM): the runtime's interface
+    # is the LSTM policy's.
+    ff = tmp_path / "ff"
+    ff.mkdir()
+    config = run.read_config(run_dir)
+    network = dataclasses.replace(config.train.network, policy_memory=False)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, network=network))
+    run.write_config(ff, config, "smoke")
+    with pytest.raises(ValueError, match="only LSTM policies"):
+        export.export_policy(ff, tmp_path / "out")
     assert not (tmp_path / "out").exists()
