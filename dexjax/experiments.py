@@ -968,8 +968,6 @@ def main(argv: list[str] | None, table: TableSpec) -> int:
     """Train or reuse each row's policy, evaluate it, write the table. Exit code."""
     import sys
 
-    import jax
-
     from dexjax import runtime
 
     args = parser(table).parse_args(argv)
@@ -1006,7 +1004,7 @@ def main(argv: list[str] | None, table: TableSpec) -> int:
             return 2
         # Each row compiles its own programs; keeping them all would exhaust the process's
         # memory maps on a long table (see `runtime.memory_map_use`).
-        jax.clear_caches()
+        runtime.free_compiled_programs_near_map_limit()
     total = time.perf_counter() - start
     notes = [_timing_note(rows, total)]
     paths = write_results(table, rows, scale, out_dir, notes)

@@ -72,6 +72,24 @@ def memory_map_use() -> float | None:
     return used / limit
 
 
+def free_compiled_programs_near_map_limit(threshold: float = 0.5) -> bool:
+    """`jax.clear_caches()` once `memory_map_use()` passes `threshold`; True if it did.
+
+    For processes that compile one program after another (the test session, the
+    experiment tables, a notebook trying many configs): call it between pieces of work.
+    """
+    import gc
+
+    import jax
+
+    use = memory_map_use()
+    if use is None or use <= threshold:
+        return False
+    jax.clear_caches()
+    gc.collect()
+    return True
+
+
 class Watchdog:
     """Ends the process loudly (with every thread's traceback) if progress stops.
 

@@ -39,9 +39,7 @@ def _release_compiled_programs_near_the_map_limit():
     `runtime.memory_map_use`); past half the limit, drop the compiled programs so that
     later compiles cannot abort. Shared functions reload from the persistent cache."""
     yield
-    use = runtime.memory_map_use()
-    if use is not None and use > 0.5:
-        jax.clear_caches()
+    runtime.free_compiled_programs_near_map_limit()
 
 
 @pytest.fixture(scope="session")
