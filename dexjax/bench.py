@@ -2,15 +2,19 @@
 
 Rows (one per system and batch size), each with `system`, `batch`, `physics_steps_per_s`,
 `env_steps_per_s` and `compile_s`:
-- `dexjax/mjx`: our full environment step (physics, reward, goals, automatic resets), jitted
-  and vmapped, 10 control steps per call with random actions drawn inside the call;
-- `dexjax/mjx + randomization`: the same with every randomization of the paper on;
-- `mujoco/native`: the same scene in MuJoCo's C engine through `mujoco.rollout`, one thread
-  per core: the physical limit of this CPU for this model;
+- `dexjax/c + randomization`: our full environment step (physics, reward, goals,
+  automatic resets, every randomization of the paper) on the C engine backend, jitted and
+  vmapped, 10 control steps per call with random actions drawn inside the call; the
+  table's ratios are to this row;
+- `dexjax/c`: the same without randomization;
+- `dexjax/mjx`, `dexjax/mjx + randomization`: the same two on the MJX backend;
+- `mujoco/rollout`: the same scene in MuJoCo's C engine through bare `mujoco.rollout`
+  with as many threads: what the C backend's physics costs without the environment;
 - `playground/...`: MuJoCo Playground's LEAP-hand cube task, the nearest JAX peer (needs
   the `bench` extra; see dexjax.peers).
 """
 
+import copy
 import dataclasses
 import os
 import time
@@ -21,7 +25,11 @@ import numpy as np
 from mujoco import rollout
 
 from dexjax import env as env_lib
+from dexjax import physics
 from dexjax import randomization as dr
+
+REFERENCE = "dexjax/c + randomization"
+"""The row the simulation table's ratios are taken to."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +39,8 @@ class BenchConfig:
     """Timed calls per measurement, after the compiling call."""
     steps_per_call: int = 10
     """Control steps scanned inside one jitted call."""
+    backends: tuple[str, ...] = ("c", "mjx")
+    """dexjax's physics backends to measure (the table's ratios need "c")."""
     peers: bool = True
     """Also measure MuJoCo Playground (skipped with a note if it is not installed)."""
     peer_impls: tuple[str, ...] = ("jax",)
@@ -50,7 +60,7 @@ def _timed_calls(fn, arg, calls: int) -> tuple[float, float, object]:
 
 
 def bench_dexjax(
-    env: env_lib.HandEnv, batch: int, cfg: BenchConfig, system: str = "dexjax/mjx"
+    env: env_lib.HandEnv, batch: int, cfg: BenchConfig, system: str = REFERENCE
 ) -> dict:
     """Full env steps of our environment, random actions, `batch` environments."""
     step = jax.vmap(env.step)
@@ -84,48 +94,66 @@ def bench_dexjax(
 
 
 def bench_native(env: env_lib.HandEnv, batch: int, cfg: BenchConfig) -> dict:
-    """The same scene in MuJoCo C (mujoco.rollout), one MjData per thread."""
+    """Bare `mujoco.rollout` on the same scene: one MjModel per environment, a persistent
+    pool of as many threads as the C backend uses, one call of `substeps` steps per control
+    step from settled states, random targets around the settled ones. What the C backend's
+    physics costs without the environment around it."""
     model = env.mj_model
-    nthread = os.cpu_count() or 1
+    nthread = physics.default_threads()
+    models = [copy.copy(model) for _ in range(batch)]
     datas = [mujoco.MjData(model) for _ in range(nthread)]
-    state_spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
-    d = mujoco.MjData(model)
-    mujoco.mj_forward(model, d)
-    init = np.zeros(mujoco.mj_stateSize(model, state_spec))
-    mujoco.mj_getState(model, d, init, state_spec)
-    nstep = cfg.steps_per_call * env.config.substeps
+    pool = rollout.Rollout(nthread=nthread if nthread > 1 else 0)
+    keys = jax.random.split(jax.random.key(0), batch)
+    settled = jax.jit(jax.vmap(env.reset))(keys).data
+    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    start = np.zeros((batch, mujoco.mj_stateSize(model, spec)))
+    start[:, 1 : 1 + model.nq] = np.asarray(settled.qpos)
+    start[:, 1 + model.nq :] = np.asarray(settled.qvel)
+    ctrl0 = np.asarray(settled.ctrl, np.float64)
     rng = np.random.default_rng(0)
     low, high = model.actuator_ctrlrange.T
-    control = rng.uniform(low, high, (batch, nstep, model.nu))
-    initial = np.tile(init, (batch, 1))
-    rollout.rollout(model, datas, initial, control)  # warm-up (thread pool, allocation)
-    start = time.perf_counter()
+    substeps = env.config.substeps
+
+    def control_steps():
+        state = start
+        for _ in range(cfg.steps_per_call):
+            ctrl = np.clip(ctrl0 + 0.1 * rng.standard_normal(ctrl0.shape), low, high)
+            control = np.repeat(ctrl[:, None], substeps, axis=1)
+            states, _ = pool.rollout(models, datas, state, control, nstep=substeps)
+            state = states[:, -1]
+
+    control_steps()  # warm-up (thread pool, allocation)
+    begin = time.perf_counter()
     for _ in range(cfg.calls):
-        rollout.rollout(model, datas, initial, control)
-    per_call = (time.perf_counter() - start) / cfg.calls
-    physics = batch * nstep / per_call
+        control_steps()
+    per_call = (time.perf_counter() - begin) / cfg.calls
+    physics_steps = batch * cfg.steps_per_call * substeps / per_call
+    pool.close()
     return {
-        "system": f"mujoco/native ({nthread} threads)",
+        "system": f"mujoco/rollout ({nthread} threads)",
         "batch": batch,
-        "env_steps_per_s": physics / env.config.substeps,
-        "physics_steps_per_s": physics,
+        "env_steps_per_s": physics_steps / substeps,
+        "physics_steps_per_s": physics_steps,
         "compile_s": 0.0,
-        "substeps": env.config.substeps,
-        "note": "physics only, open-loop random controls",
+        "substeps": substeps,
+        "note": "physics only: one rollout call per control step, from settled states",
     }
 
 
 def run(cfg: BenchConfig, progress=print) -> list[dict]:
     """All rows. `progress` receives a line per finished row."""
-    randomized = env_lib.make_env(settle_steps=10)
-    plain = env_lib.make_env(settle_steps=10, randomization=dr.preset("none"))
     rows = []
     for batch in cfg.batches:
-        rows.append(bench_native(plain, batch, cfg))
-        progress(format_row(rows[-1]))
-        rows.append(bench_dexjax(plain, batch, cfg, "dexjax/mjx"))
-        progress(format_row(rows[-1]))
-        rows.append(bench_dexjax(randomized, batch, cfg, "dexjax/mjx + randomization"))
+        for backend in cfg.backends:
+            for randomization in ("all", "none"):
+                env = env_lib.make_env(
+                    settle_steps=10, backend=backend, randomization=dr.preset(randomization)
+                )
+                name = f"dexjax/{backend}" + (" + randomization" if randomization == "all" else "")
+                rows.append(bench_dexjax(env, batch, cfg, name))
+                progress(format_row(rows[-1]))
+        native = env_lib.make_env(settle_steps=10, randomization=dr.preset("none"))
+        rows.append(bench_native(native, batch, cfg))
         progress(format_row(rows[-1]))
     if cfg.peers:
         rows.extend(_peer_rows(cfg, progress))
@@ -158,10 +186,11 @@ def format_row(row: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    """A Markdown table of the rows, with each row's ratio to dexjax at the same batch."""
-    ours = {r["batch"]: r["physics_steps_per_s"] for r in rows if r["system"] == "dexjax/mjx"}
+    """A Markdown table of the rows, each row's ratio to dexjax's C backend with every
+    randomization at the same batch."""
+    ours = {r["batch"]: r["physics_steps_per_s"] for r in rows if r["system"] == REFERENCE}
     lines = [
-        "| system | batch | env steps/s | physics steps/s | vs dexjax | compile (s) |",
+        f"| system | batch | env steps/s | physics steps/s | this / {REFERENCE} | compile (s) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:

@@ -218,19 +218,28 @@ def _train(args: argparse.Namespace) -> int:
 
     _initialize_distributed(args)
 
-    if args.resume:
-        if args.preset or args.overrides or args.run_dir:
-            raise SystemExit("--resume takes the run's own config: drop --preset/--set/--run-dir")
-        result = run.train(args.resume, resume=True, progress=not args.no_progress)
-    else:
-        preset = args.preset or config_lib.default_preset()
-        config = config_lib.override(config_lib.preset(preset), args.overrides)
-        if args.show_config:
-            print(config_lib.to_json(config))
-            return 0
-        run_dir = args.run_dir or f"runs/{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-        print(f"training preset {preset!r} into {run_dir}; the first chunk compiles (minutes)")
-        result = run.train(run_dir, config, preset=preset, progress=not args.no_progress)
+    try:
+        if args.resume:
+            if args.preset or args.overrides or args.run_dir:
+                raise SystemExit(
+                    "--resume takes the run's own config: drop --preset/--set/--run-dir"
+                )
+            result = run.train(args.resume, resume=True, progress=not args.no_progress)
+        else:
+            preset = args.preset or config_lib.default_preset()
+            config = config_lib.override(config_lib.preset(preset), args.overrides)
+            if args.show_config:
+                print(config_lib.to_json(config))
+                return 0
+            run_dir = args.run_dir or f"runs/{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+            print(f"training preset {preset!r} into {run_dir}; the first chunk compiles")
+            result = run.train(run_dir, config, preset=preset, progress=not args.no_progress)
+    except run.Interrupted as stop:
+        print(stop, file=sys.stderr)
+        return 128 + stop.signum
+    except run.DivergedError as err:
+        print(f"training diverged: {err}", file=sys.stderr)
+        return 1
     print(
         f"{result.update} updates, {result.env_steps:,} env steps in {result.seconds / 60:.1f} "
         f"min; metrics in {result.run_dir}/metrics.jsonl, curves in {result.run_dir}/curves.png"

@@ -29,10 +29,15 @@ class RunConfig:
     checkpoint_every: int = 10
     """Chunks (compiled calls of `train.updates_per_chunk` updates) between checkpoints."""
     checkpoints_to_keep: int = 3
+    max_skipped_updates: int = 20
+    """The run stops with an error after this many consecutive updates skipped for
+    non-finite losses, gradients or statistics (its last checkpoint is kept)."""
 
     def __post_init__(self):
         if self.total_env_steps < 1 or self.checkpoint_every < 1 or self.checkpoints_to_keep < 1:
             raise ValueError("total_env_steps, checkpoint_every, checkpoints_to_keep must be >= 1")
+        if self.max_skipped_updates < 1:
+            raise ValueError("max_skipped_updates must be >= 1")
         if self.env.action_bins != self.train.network.action_bins:
             raise ValueError(
                 f"env.action_bins ({self.env.action_bins}) and train.network.action_bins "

@@ -26,6 +26,7 @@ from mujoco import mjx
 
 from dexjax import adr as adr_lib
 from dexjax import constants as c
+from dexjax import physics as physics_lib
 from dexjax import quaternion as quat
 from dexjax import randomization as dr
 from dexjax import scene as scene_lib
@@ -38,6 +39,13 @@ class EnvConfig:
     """The task. Defaults follow the paper (see docs in README)."""
 
     scene: scene_lib.SceneConfig = scene_lib.SceneConfig()
+    backend: str = "auto"
+    """Physics engine: "c" (MuJoCo's C engine, called from the compiled program: the
+    fastest on CPUs), "mjx" (MJX inside XLA: for GPUs and TPUs), or "auto" ("c" when
+    JAX's default device is a CPU, "mjx" otherwise)."""
+    physics_threads: int = 0
+    """Threads of the C engine (0: the cores this process may use). Results do not
+    depend on it."""
     substeps: int = 10
     """Physics steps per control step: 10 x 8 ms = 80 ms, as in the paper."""
     action_bins: int = 11
@@ -96,6 +104,12 @@ class EnvConfig:
             raise ValueError("need substeps >= 1, settle_steps >= 0, settle_attempts >= 1")
         if not 0.0 <= self.goal_turn[0] <= self.goal_turn[1] <= math.pi:
             raise ValueError("goal_turn must be (low, high) with 0 <= low <= high <= pi")
+        if self.backend not in physics_lib.BACKENDS:
+            raise ValueError(
+                f"unknown backend {self.backend!r}; choose one of {physics_lib.BACKENDS}"
+            )
+        if self.physics_threads < 0:
+            raise ValueError("physics_threads must be >= 0 (0: all usable cores)")
         if self.relative_to not in ("current", "target"):
             raise ValueError(f"relative_to must be 'current' or 'target', not {self.relative_to!r}")
 
@@ -244,8 +258,17 @@ class HandEnv:
     def __init__(self, config: EnvConfig = EnvConfig()):
         self.config = config
         self.mj_model = scene_lib.build_model(config.scene)
-        # On this process's device: see _make_data.
-        self.mjx_model = mjx.put_model(self.mj_model, device=jax.local_devices()[0])
+        if physics_lib.resolve(config.backend) == "c":
+            self.physics = physics_lib.CBackend(
+                self.mj_model,
+                lambda: scene_lib.build_spec(config.scene),
+                key=(config.scene,),
+                nthread=config.physics_threads or None,
+            )
+        else:
+            self.physics = physics_lib.MjxBackend(self.mj_model)
+        # The nominal model as JAX arrays: the episode's physics is computed from it.
+        self.mjx_model = self.physics.model
         self.idx = _indices(self.mj_model, config)
         self.dr_info = _model_info(self.mj_model, self.idx, config.scene.object)
         self._origin = jnp.array(scene_lib.OBJECT_START_POS)
@@ -271,7 +294,8 @@ class HandEnv:
 
     @property
     def backend(self) -> str:
-        return "mjx"
+        """The physics engine this environment runs: "c" or "mjx"."""
+        return self.physics.name
 
     def reset(self, key: jax.Array) -> State:
         """A new episode: the object on the palm in a random orientation, then settling.
@@ -307,7 +331,11 @@ class HandEnv:
             obs=obs,
             reward=zero,
             done=zero,
-            metrics=self._metrics(task, domain, zero, zero, zero, zero, zero),
+            metrics={
+                **self._metrics(task, domain, zero, zero, zero, zero, zero),
+                "env/nonfinite": zero,
+                "env/nonfinite_action": zero,
+            },
             info={"truncation": zero},
         )
 
@@ -329,6 +357,9 @@ class HandEnv:
             task.key, 7
         )
 
+        # A non-finite action never reaches the physics: it counts as no action.
+        bad_action = ~jnp.all(jnp.isfinite(action))
+        action = jnp.where(jnp.isfinite(action), action, 0.0)
         action = self.discretize(jnp.clip(action, -1.0, 1.0))
         smoothed = cfg.action_ema * action + (1.0 - cfg.action_ema) * task.smoothed_action
         data, effects = self._actuate(state.data, smoothed, domain, key_act, key_force)
@@ -337,8 +368,13 @@ class HandEnv:
 
         obj_quat = self._object_quat(data)
         distance = quat.angle_between(obj_quat, task.goal)
-        success = distance < cfg.success_threshold
-        dropped = self._object_pos(data)[2] < cfg.drop_height
+        # A failed step (non-finite physics, or a warning of the C engine) ends the episode
+        # like a timeout, with no reward: what it computed is meaningless.
+        tips = data.site_xpos[self.idx.fingertip_sites]
+        failed = self.physics.failed(data) | ~jnp.isfinite(distance) | ~jnp.all(jnp.isfinite(tips))
+        distance = jnp.where(failed, task.goal_distance, distance)
+        success = (distance < cfg.success_threshold) & ~failed
+        dropped = (self._object_pos(data)[2] < cfg.drop_height) & ~failed
         progress = task.goal_distance - distance
         reward = (progress + cfg.success_bonus * success + cfg.drop_penalty * dropped).astype(
             jnp.float32
@@ -358,11 +394,15 @@ class HandEnv:
         truncated = (successes >= cfg.max_successes) | (
             task.steps_since_success >= cfg.steps_without_success
         )
-        truncated = truncated & ~dropped
+        truncated = (truncated | failed) & ~dropped
         done = dropped | truncated
         metrics = self._metrics(task, domain, progress, success, dropped, done, reward)
+        metrics["env/nonfinite"] = failed.astype(jnp.float32)
+        metrics["env/nonfinite_action"] = bad_action.astype(jnp.float32)
 
-        reset_data, reset_task, reset_domain = self._begin_episode(data, task, domain, key_reset)
+        reset_data, reset_task, reset_domain = self._begin_episode(
+            data, task, domain, key_reset, done
+        )
         task = _select(done, reset_task, task)
         domain = _select(done, reset_domain, domain)
         data = _show_goal(_select(done, reset_data, data), task.goal)
@@ -451,20 +491,11 @@ class HandEnv:
         """`substeps` physics steps, with this episode's physics and step lengths."""
         model = self._episode_model(episode)
         if episode is None or not self.config.randomization.unmodeled.enabled:
-
-            def substep(d, _):
-                return mjx.step(model, d), None
-
-            return jax.lax.scan(substep, data, None, length=self.config.substeps)[0]
-
+            return self.physics.step(model, data, self.config.substeps)
         durations = dr.substep_durations(
             key, self.config.scene.timestep, episode.timestep_rate, self.config.substeps
         )
-
-        def timed_substep(d, dt):
-            return mjx.step(model.replace(opt=model.opt.replace(timestep=dt)), d), None
-
-        return jax.lax.scan(timed_substep, data, durations)[0]
+        return self.physics.step(model, data, durations)
 
     def _place_and_settle(self, key: jax.Array) -> mjx.Data:
         """The object above the palm in a random orientation, settled by random actions.
@@ -480,11 +511,11 @@ class HandEnv:
             qpos = jnp.array(m.qpos0)
             qpos = qpos.at[o : o + 3].set(self._origin)
             qpos = qpos.at[o + 3 : o + 7].set(quat.random_uniform(key_quat))
-            data = _make_data(self.mjx_model).replace(qpos=qpos)
-            return self._settle(mjx.forward(self.mjx_model, data), key_settle)
+            return self._settle(self.physics.make_data(qpos), key_settle)
 
-        def dropped(data):
-            return self._object_pos(data)[2] < self.config.drop_height
+        def dropped(data):  # or failed: a start whose physics failed is redrawn too
+            fell = self._object_pos(data)[2] < self.config.drop_height
+            return fell | self.physics.failed(data)
 
         def retry(carry):
             key, n, _ = carry
@@ -496,8 +527,9 @@ class HandEnv:
             return dropped(data) & (n < self.config.settle_attempts)
 
         # Start from a placeholder that counts as dropped, so `attempt` is traced once.
-        fallen = _make_data(self.mjx_model)
-        fallen = fallen.replace(qpos=fallen.qpos.at[o + 2].set(-1.0))
+        placeholder = jnp.array(m.qpos0).at[o + 2].set(-1.0)
+        fallen = jax.tree.map(jnp.zeros_like, jax.eval_shape(self.physics.make_data, placeholder))
+        fallen = fallen.replace(qpos=placeholder)
         _, _, data = jax.lax.while_loop(again, retry, (key, 0, fallen))
         return data
 
@@ -536,14 +568,21 @@ class HandEnv:
         )
 
     def _begin_episode(
-        self, data: mjx.Data, task: TaskState, domain: dr.DomainState, key: jax.Array
+        self,
+        data: mjx.Data,
+        task: TaskState,
+        domain: dr.DomainState,
+        key: jax.Array,
+        due: jax.Array | bool = True,
     ) -> tuple[mjx.Data, TaskState, dr.DomainState]:
         """The start of a new episode, used by the automatic reset inside `step`.
 
         It reuses the settled configuration from `reset` (as Brax and Playground do), with
         the object turned by a random symmetry of its own (the same physical contact
         state in a new orientation) and a fresh goal; the episode's randomization is
-        drawn anew from the current ranges.
+        drawn anew from the current ranges. `step` computes it for every environment and
+        keeps it where the episode ended (`due`), which is where the C engine computes
+        the new kinematics.
         """
         key_sym, key_goal, key_dr = jax.random.split(key, 3)
         o = self.idx.object_qpos
@@ -552,14 +591,7 @@ class HandEnv:
         ]
         qpos = task.init_qpos
         qpos = qpos.at[o + 3 : o + 7].set(quat.multiply(qpos[o + 3 : o + 7], sym))
-        new = data.replace(
-            qpos=qpos,
-            qvel=jnp.zeros_like(data.qvel),
-            qacc_warmstart=jnp.zeros_like(data.qacc_warmstart),
-            ctrl=task.init_ctrl,
-            xfrc_applied=jnp.zeros_like(data.xfrc_applied),
-        )
-        new = mjx.kinematics(self.mjx_model, new)
+        new = self.physics.restart(data, qpos, task.init_ctrl, jnp.asarray(due))
         fresh = task.replace(
             smoothed_action=jnp.zeros_like(task.smoothed_action),
             successes=jnp.zeros_like(task.successes),
@@ -720,10 +752,3 @@ def make_env(object: str = "block", **overrides) -> HandEnv:
         valid = sorted(f.name for f in dataclasses.fields(EnvConfig))
         raise ValueError(f"unknown EnvConfig fields {sorted(unknown)}; valid: {valid}")
     return HandEnv(EnvConfig(scene=scene_config, **overrides))
-
-
-def _make_data(model: mjx.Model) -> mjx.Data:
-    """mjx.make_data on this process's first device. MJX's default is jax.devices()[0],
-    which in a multi-process run (jax.distributed) belongs to process 0: every other
-    process would fail to place the data (and the model, see HandEnv) there."""
-    return mjx.make_data(model, device=jax.local_devices()[0])

@@ -21,7 +21,11 @@ which must therefore be on a file system every process sees.
 import dataclasses
 import importlib.metadata
 import json
+import os
 import pathlib
+import signal
+import sys
+import threading
 import time
 
 import jax
@@ -39,6 +43,55 @@ VERSIONED = ("dexjax", "jax", "jaxlib", "mujoco", "mujoco-mjx", "flax", "optax",
 
 class RunDirError(ValueError):
     """A run directory that cannot be used the way it was asked for."""
+
+
+class DivergedError(RuntimeError):
+    """Training kept producing non-finite updates; the run directory keeps its last
+    checkpoint from before."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped the run after it saved a checkpoint of its last update."""
+
+    def __init__(self, signum: int, run_dir: pathlib.Path, update: int):
+        self.signum, self.run_dir, self.update = signum, run_dir, update
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name}: stopped at update {update} with a checkpoint; continue with "
+            f"dexjax train --resume {run_dir}"
+        )
+
+
+class _StopSignals:
+    """Turns the first SIGINT or SIGTERM into a request to stop after the chunk in flight
+    (the caller checkpoints, then raises `Interrupted`); a second one exits at once.
+    Handlers are installed only in the main thread (Python allows no other)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            os._exit(128 + signum)
+        self.signum = signum
+        print(
+            f"\n{signal.Signals(signum).name}: stopping after this chunk with a checkpoint "
+            "(again to exit now)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +185,9 @@ def train(
 ) -> RunResult:
     """Train into `run_dir` (a new run from `config`, or the run there when `resume`).
 
-    `max_chunks` stops this invocation early (the run can be resumed later).
+    `max_chunks` stops this invocation early (the run can be resumed later). SIGINT or
+    SIGTERM stops it after the chunk in flight with a checkpoint (`Interrupted`); a run
+    whose updates keep turning non-finite stops with `DivergedError`.
     """
     from jax.experimental import multihost_utils
     from tqdm import tqdm
@@ -193,27 +248,40 @@ def train(
             parallel.compile_together(
                 train_lib.train_chunk, tc, env, runner, mesh, name="train_chunk"
             )
+        skipped = 0
         try:
-            while update < total and (max_chunks is None or chunks < max_chunks):
-                t0 = time.perf_counter()
-                runner, metrics = train_lib.train_chunk(tc, env, runner, mesh)
-                metrics = jax.block_until_ready(metrics)
-                seconds = time.perf_counter() - t0
-                for row in _rows(metrics, update, config, seconds):
-                    row["time/elapsed_s"] = time.perf_counter() - start
+            with _StopSignals() as stop:
+                while update < total and (max_chunks is None or chunks < max_chunks):
+                    t0 = time.perf_counter()
+                    runner, metrics = train_lib.train_chunk(tc, env, runner, mesh)
+                    metrics = jax.block_until_ready(metrics)
+                    seconds = time.perf_counter() - t0
+                    for row in _rows(metrics, update, config, seconds):
+                        row["time/elapsed_s"] = time.perf_counter() - start
+                        skipped = skipped + 1 if row.get("train/skipped_update") else 0
+                        if log is not None:
+                            log.write(row)
                     if log is not None:
-                        log.write(row)
-                if log is not None:
-                    log.flush()
-                update += tc.updates_per_chunk
-                chunks += 1
-                bar.update(tc.updates_per_chunk)
-                bar.set_postfix(_summary(row))
-                watchdog.beat()
-                if chunks % config.checkpoint_every == 0 or update >= total:
+                        log.flush()
+                    update += tc.updates_per_chunk
+                    chunks += 1
+                    bar.update(tc.updates_per_chunk)
+                    bar.set_postfix(_summary(row))
+                    watchdog.beat()
+                    if skipped >= config.max_skipped_updates:
+                        raise DivergedError(
+                            f"{skipped} consecutive updates were skipped for non-finite "
+                            f"losses, gradients or statistics (up to update {update}); "
+                            f"{run_dir} keeps its last checkpoint, from update "
+                            f"{mngr.latest_step()}"
+                        )
+                    if stop.signum is not None:
+                        checkpoint.save(mngr, runner)
+                        raise Interrupted(stop.signum, run_dir, update)
+                    if chunks % config.checkpoint_every == 0 or update >= total:
+                        checkpoint.save(mngr, runner)
+                if chunks and mngr.latest_step() != update:
                     checkpoint.save(mngr, runner)
-            if chunks and mngr.latest_step() != update:
-                checkpoint.save(mngr, runner)
         finally:
             bar.close()
             if log is not None:

@@ -373,14 +373,34 @@ def update_step(
         policy_obs=ppo.update_stats(norm.policy_obs, t.policy_obs),
         value_obs=ppo.update_stats(norm.value_obs, t.value_obs),
     )
+    # An update that produced anything non-finite (losses, gradients through the new
+    # parameters or optimizer moments, normalizer statistics) is skipped: the learner
+    # keeps its state from before it. The host loop stops a run that keeps skipping.
+    ok = all_finite((params, opt_state, norm, loss_metrics))
+    params, opt_state, norm = jax.tree.map(
+        lambda new, old: jnp.where(ok, new, old),
+        (params, opt_state, norm),
+        (runner.params, runner.opt_state, runner.normalizers),
+    )
     runner = runner.replace(
         params=params, opt_state=opt_state, normalizers=norm, key=key, update=runner.update + 1
     )
     runner, adr_metrics = _adr_step(env, runner, t)
     metrics = {k: jnp.mean(v) for k, v in loss_metrics.items()}
+    metrics["train/skipped_update"] = (~ok).astype(jnp.float32)
     metrics.update(_rollout_metrics(t, values, returns))
     metrics.update(adr_metrics)
     return constrain(runner, mesh), parallel.constrain_replicated(metrics, mesh)
+
+
+def all_finite(tree) -> jax.Array:
+    """[] bool: every floating-point entry of `tree` is finite."""
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def _rollout_metrics(t: Transition, values: jax.Array, returns: jax.Array) -> dict:
