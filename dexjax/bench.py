@@ -216,6 +216,8 @@ class TrainBenchConfig:
     """PPO updates per compiled call of dexjax's train_chunk."""
     calls: int = 3
     """Timed calls after the compiling one."""
+    backends: tuple[str, ...] = ("c", "mjx")
+    """dexjax physics backends to time."""
     peers: bool = True
     """Also train Brax PPO on Playground's LEAP cube task (needs the `bench` extra)."""
     peer_env: str = "LeapCubeReorient"
@@ -235,32 +237,47 @@ def _count_lowerings() -> list[int]:
     return count
 
 
-def _timed_chunks(fn, runner, calls: int, lowered: list[int]) -> tuple:
-    """(first call s, wall s per later call, process CPU s per later call, last runner)."""
+def _physics_seconds(env) -> dict[str, float]:
+    """The C engine's cumulative seconds (rollout, host calls); zeros on MJX."""
+    engine = getattr(env.physics, "engine", None)
+    return dict(engine.seconds) if engine else {"rollout": 0.0, "host": 0.0}
+
+
+def _timed_chunks(fn, runner, calls: int, lowered: list[int], env=None) -> tuple:
+    """(first call s, wall s per later call, process CPU s per later call, last runner,
+    the C engine's seconds per later call {rollout, host})."""
     start = time.perf_counter()
     runner, _ = jax.block_until_ready(fn(runner))
     first = time.perf_counter() - start
     before = lowered[0]
+    engine_before = _physics_seconds(env)
     start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(calls):
         runner, _ = jax.block_until_ready(fn(runner))
     wall = (time.perf_counter() - start) / calls
     if lowered[0] != before:  # a second compilation would have been timed as training
         raise RuntimeError("the timed function compiled again after its first call")
-    return first, wall, (time.process_time() - cpu_start) / calls, runner
+    engine = {k: (v - engine_before[k]) / calls for k, v in _physics_seconds(env).items()}
+    return first, wall, (time.process_time() - cpu_start) / calls, runner, engine
 
 
-def bench_train_dexjax(num_envs: int, cfg: TrainBenchConfig) -> dict:
+def bench_train_dexjax(num_envs: int, cfg: TrainBenchConfig, backend: str = "c") -> dict:
     """dexjax's LSTM PPO (`train.train_chunk`, the function `dexjax train` runs) on the
-    preset's task with `num_envs` environments, and the same rollouts without the update
-    (simulation and policy/value inference only) to split the time."""
+    preset's task with `num_envs` environments on the `backend` physics, and the same
+    rollouts without the update (simulation and policy/value inference only) to split the
+    time; on the C backend the rollouts' time is split again into the C engine's rollout,
+    the rest of its host call, and the compiled program's own work."""
     from dexjax import config as config_lib
     from dexjax import parallel, run
     from dexjax import train as train_lib
 
     config = config_lib.override(
         config_lib.preset(cfg.preset),
-        [f"train.num_envs={num_envs}", f"train.updates_per_chunk={cfg.updates_per_call}"],
+        [
+            f"train.num_envs={num_envs}",
+            f"train.updates_per_chunk={cfg.updates_per_call}",
+            f"env.backend={backend}",
+        ],
     )
     tc = config.train
     env = run.make_env(config)
@@ -280,11 +297,14 @@ def bench_train_dexjax(num_envs: int, cfg: TrainBenchConfig) -> dict:
         return jax.lax.scan(body, r, None, length=tc.updates_per_chunk)
 
     lowered = _count_lowerings()
-    first, wall, cpu, runner = _timed_chunks(full, runner, cfg.calls, lowered)
-    r_first, r_wall, r_cpu, _ = _timed_chunks(rollouts_only, runner, cfg.calls, lowered)
+    first, wall, cpu, runner, _ = _timed_chunks(full, runner, cfg.calls, lowered)
+    r_first, r_wall, r_cpu, _, engine = _timed_chunks(
+        rollouts_only, runner, cfg.calls, lowered, env
+    )
     steps = tc.steps_per_update * tc.updates_per_chunk
+    per_update = tc.updates_per_chunk
     return {
-        "system": f"dexjax/lstm-ppo ({cfg.preset} preset)",
+        "system": f"dexjax/{backend}/lstm-ppo ({cfg.preset} preset)",
         "batch": num_envs,
         "env_steps_per_s": steps / wall,
         "physics_steps_per_s": steps / wall * config.env.substeps,
@@ -297,6 +317,8 @@ def bench_train_dexjax(num_envs: int, cfg: TrainBenchConfig) -> dict:
         "rollout_s_per_update": r_wall / tc.updates_per_chunk,
         "update_s_per_update": (wall - r_wall) / tc.updates_per_chunk,
         "update_share": 1.0 - r_wall / wall,
+        "physics_s_per_update": engine["rollout"] / per_update,
+        "physics_host_s_per_update": (engine["host"] - engine["rollout"]) / per_update,
         "substeps": config.env.substeps,
         "devices": mesh.size,
         "loadavg_1min_after": os.getloadavg()[0],
@@ -334,8 +356,9 @@ def run_train(cfg: TrainBenchConfig, progress=lambda line, row=None: print(line)
     `progress(line, row)` receives each finished row."""
     rows = []
     for num_envs in cfg.env_counts:
-        rows.append(bench_train_dexjax(num_envs, cfg))
-        progress(format_train_row(rows[-1]), rows[-1])
+        for backend in cfg.backends:
+            rows.append(bench_train_dexjax(num_envs, cfg, backend))
+            progress(format_train_row(rows[-1]), rows[-1])
         if cfg.peers:
             try:
                 rows.append(bench_train_peer(num_envs, cfg))
@@ -354,11 +377,12 @@ def format_train_row(row: dict) -> str:
 
 
 def train_table(rows: list[dict]) -> str:
-    """A Markdown table of training throughput, each peer row's ratio dexjax / peer."""
-    ours = {r["batch"]: r for r in rows if r["system"].startswith("dexjax/")}
+    """A Markdown table of training throughput, each row's ratio dexjax's C backend / it,
+    then where the time of each dexjax update goes."""
+    ours = {r["batch"]: r for r in rows if r["system"].startswith("dexjax/c/")}
     lines = [
-        "| system | envs | env steps/s | env steps per CPU-s | dexjax / this, wall | "
-        "dexjax / this, CPU | compile (s) |",
+        "| system | envs | env steps/s | env steps per CPU-s | dexjax-c / this, wall | "
+        "dexjax-c / this, CPU | compile (s) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     nan = {"env_steps_per_s": float("nan"), "env_steps_per_cpu_s": float("nan")}
@@ -371,11 +395,22 @@ def train_table(rows: list[dict]) -> str:
             f"{r['env_steps_per_cpu_s']:.1f} | {wall:.2f}x | {cpu:.2f}x | {r['compile_s']:.0f} |"
         )
     for r in rows:
-        if "update_share" in r:
-            lines.append("")
-            lines.append(
-                f"dexjax at {r['batch']} envs: {r['s_per_update']:.2f} s per update = "
-                f"{r['rollout_s_per_update']:.2f} s rollout (simulation + inference) + "
-                f"{r['update_s_per_update']:.2f} s PPO update ({100 * r['update_share']:.0f}%)"
+        if "update_share" not in r:
+            continue
+        lines.append("")
+        line = (
+            f"{r['system']} at {r['batch']} envs: {r['s_per_update']:.3f} s per update = "
+            f"{r['rollout_s_per_update']:.3f} s rollout (simulation + inference) + "
+            f"{r['update_s_per_update']:.3f} s PPO update ({100 * r['update_share']:.0f}%)"
+        )
+        if r.get("physics_s_per_update"):
+            rest = r["rollout_s_per_update"] - r["physics_s_per_update"]
+            rest -= r["physics_host_s_per_update"]
+            line += (
+                f"; the rollout's {r['physics_s_per_update']:.3f} s in MuJoCo's rollout, "
+                f"{r['physics_host_s_per_update']:.3f} s in the rest of the engine's host "
+                f"call, {rest:.3f} s in the compiled program (environment logic, "
+                "randomization, policy and value inference, callback transfers)"
             )
+        lines.append(line)
     return "\n".join(lines)

@@ -124,6 +124,13 @@ def _parser() -> argparse.ArgumentParser:
         "MuJoCo Playground's LEAP cube task, at the same env counts",
     )
     bench.add_argument("--preset", default="cpu", help="--train: the dexjax preset timed")
+    bench.add_argument(
+        "--backend",
+        nargs="+",
+        default=["c", "mjx"],
+        choices=("c", "mjx"),
+        help="dexjax physics backends to measure (the ratios are to the C backend's rows)",
+    )
     bench.add_argument("--no-peers", action="store_true", help="skip MuJoCo Playground")
     bench.add_argument(
         "--peer-impl",
@@ -392,6 +399,7 @@ def _bench(args: argparse.Namespace) -> int:
         calls=args.calls or 5,
         peers=not args.no_peers,
         peer_impls=tuple(args.peer_impl),
+        backends=tuple(args.backend),
     )
     with runtime.Watchdog(timeout_s=1800):
         rows = bench.run(cfg)
@@ -411,6 +419,7 @@ def _bench_train(args: argparse.Namespace) -> int:
         preset=args.preset,
         calls=args.calls or 3,
         peers=not args.no_peers,
+        backends=tuple(args.backend),
     )
     done: list[dict] = []
     watchdog = runtime.Watchdog(timeout_s=3600)  # an hour without a finished row: stuck

@@ -33,6 +33,7 @@ import copy
 import math
 import os
 import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -178,6 +179,9 @@ class CEngine:
         self._models: list[mujoco.MjModel] = []
         self._written = np.zeros((0, 0))  # [slots, parameters] last write of each slot
         self._lock = threading.Lock()
+        self.seconds = {"rollout": 0.0, "host": 0.0}
+        """Wall-clock seconds spent in MuJoCo's rollout, and in the host calls in all
+        (rollout, parameter writes, array conversion): for benchmarks."""
 
     def _slots(self, n: int) -> list[mujoco.MjModel]:
         while len(self._models) < n:
@@ -185,26 +189,27 @@ class CEngine:
         return self._models[:n]
 
     def _write(self, models: list[mujoco.MjModel], params: dict[str, np.ndarray]) -> None:
-        """Write each slot's parameters into its model where they changed."""
-        flat = np.concatenate(
-            [params[k].reshape(len(models), -1) for k in sorted(params)], axis=1
-        ).astype(np.float64)
+        """Write each slot's parameters into its model: the episode's fields where they
+        changed since the slot's last write, the substep length (new every step) always."""
+        names = (*RANDOMIZED_FIELDS, "gravity")
+        flat = np.concatenate([params[k].reshape(len(models), -1) for k in names], axis=1)
         if self._written.shape[1] != flat.shape[1]:
             self._written = np.full((0, flat.shape[1]), np.nan)
         if len(self._written) < len(models):
             pad = np.full((len(models) - len(self._written), flat.shape[1]), np.nan)
             self._written = np.concatenate([self._written, pad])
-        changed = np.flatnonzero(np.any(flat != self._written[: len(models)], axis=1))
-        for i in changed:
+        for i in np.flatnonzero(np.any(flat != self._written[: len(models)], axis=1)):
             m = models[i]
             for name in RANDOMIZED_FIELDS:
                 getattr(m, name)[...] = params[name][i]
             m.opt.gravity[:] = params["gravity"][i]
-            m.opt.timestep = float(params["timestep"][i])
             self._written[i] = flat[i]
+        for m, timestep in zip(models, params["timestep"].tolist(), strict=True):
+            m.opt.timestep = timestep
 
     def step(self, qpos, qvel, ctrl, xfrc, params, nstep: int):
         """`nstep` substeps of every slot (host arrays with one leading batch axis)."""
+        begin = time.perf_counter()
         n = qpos.shape[0]
         m = self.nominal
         state0 = np.empty((n, self.nstate))
@@ -220,6 +225,7 @@ class CEngine:
         with self._lock:
             models = self._slots(n)
             self._write(models, params)
+            rollout_begin = time.perf_counter()
             self._pool.rollout(
                 models,
                 self._datas,
@@ -231,6 +237,7 @@ class CEngine:
                 state=state,
                 sensordata=sensordata,
             )
+            self.seconds["rollout"] += time.perf_counter() - rollout_begin
         last = state[:, -1]
         elapsed = last[:, 0] - _START_TIME
         timestep = params["timestep"].astype(np.float64)
@@ -238,6 +245,7 @@ class CEngine:
         failed |= ~np.all(np.isfinite(last), axis=1)
         site_xpos, site_xmat = _site_poses(sensordata[:, -1], m.nsite)
         qpos, qvel = last[:, 1 : 1 + m.nq], last[:, 1 + m.nq :]
+        self.seconds["host"] += time.perf_counter() - begin
         return elapsed, qpos, qvel, site_xpos, site_xmat, failed
 
     def kinematics(self, qpos, due):

@@ -187,6 +187,58 @@ def test_resume_after_kill_reaches_the_end_without_losing_progress(finished_run,
     assert run.train(run_dir, resume=True, progress=False).update == updates
 
 
+def test_sigterm_checkpoints_the_current_update_and_resume_continues(finished_run, tmp_path):
+    """A cluster's SIGTERM (or Ctrl-C's SIGINT) mid-run: the run stops after the chunk in
+    flight with a checkpoint of it, and a resumed run loses nothing. In-process (the same
+    compiled chunk as `finished_run`): a thread sends the signal once the first rows are
+    logged; the run is long enough to be still going then."""
+    import threading
+
+    run_dir = tmp_path / "preempted"
+    config = dataclasses.replace(_config(400), checkpoint_every=1000)
+
+    def preempt():
+        deadline = time.monotonic() + 300
+        while not (run_dir / "metrics.jsonl").exists() or not logs.read_metrics(run_dir):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=preempt, daemon=True).start()
+    with pytest.raises(run.Interrupted, match="SIGTERM: stopped at update .* --resume") as stop:
+        run.train(run_dir, config, preset="smoke", progress=False)
+    stopped = stop.value.update
+    assert 0 < stopped < 400 and stopped % UPDATES_PER_CHUNK == 0
+    assert _finished_steps(run_dir) == [stopped]  # only the signal's checkpoint
+    assert [r["update"] for r in logs.read_metrics(run_dir)] == list(range(1, stopped + 1))
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+    result = run.train(run_dir, resume=True, progress=False, max_chunks=2)
+    assert result.update == stopped + 2 * UPDATES_PER_CHUNK
+    learner = _learner(run_dir)
+    steps = result.update * STEPS_PER_UPDATE
+    assert int(learner.normalizers.policy_obs.count.to_numpy()) == steps
+    assert [r["update"] for r in logs.read_metrics(run_dir)] == list(range(1, result.update + 1))
+
+
+def test_a_second_signal_exits_at_once():
+    code = (
+        "import os, signal, time\n"
+        "from dexjax.run import _StopSignals\n"
+        "with _StopSignals() as stop:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    print('stop requested', stop.signum == signal.SIGINT, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(30)\n"
+        "    print('not reached', flush=True)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 128 + signal.SIGINT
+    assert out.stdout.strip() == "stop requested True"
+    assert "stopping after this chunk" in out.stderr
+
+
 def test_resume_needs_a_run_and_a_checkpoint(tmp_path):
     with pytest.raises(run.RunDirError, match="holds no dexjax run"):
         run.train(tmp_path / "nothing", resume=True, progress=False)
