@@ -203,7 +203,8 @@ def table(rows: list[dict]) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# Training throughput: simulation + learning, against Brax PPO on MuJoCo Playground.
+# Training throughput: simulation + learning, against Brax PPO on MuJoCo Playground and
+# Stable-Baselines3 PPO on gymnasium-robotics' Shadow-hand block.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +224,9 @@ class TrainBenchConfig:
     peer_env: str = "LeapCubeReorient"
     peer_steps_per_epoch: int = 2
     """Brax training steps (one rollout of every env, then the updates) in its timed epoch."""
+    sb3: bool = True
+    """Also train Stable-Baselines3 PPO on gymnasium-robotics' HandManipulateBlock-v1 in
+    SubprocVecEnv workers (needs the `bench` extra)."""
 
 
 def _count_lowerings() -> list[int]:
@@ -351,8 +355,18 @@ def bench_train_peer(num_envs: int, cfg: TrainBenchConfig) -> dict:
     return row
 
 
+def bench_train_sb3(num_envs: int, cfg: TrainBenchConfig) -> dict:
+    """Stable-Baselines3 PPO training HandManipulateBlock-v1 with `num_envs` environments in
+    as many SubprocVecEnv workers (see dexjax.peers.sb3_ppo_peer_train)."""
+    from dexjax import peers
+
+    n_steps = 10  # steps per env per rollout, the cpu preset's rollout_length
+    num_timesteps = 2 * cfg.peer_steps_per_epoch * num_envs * n_steps
+    return peers.sb3_ppo_peer_train(num_envs, num_timesteps, n_steps=n_steps)
+
+
 def run_train(cfg: TrainBenchConfig, progress=lambda line, row=None: print(line)) -> list[dict]:
-    """dexjax and the peer at each env count, alternating so both see similar load.
+    """dexjax and the peers at each env count, alternating so all see similar load.
     `progress(line, row)` receives each finished row."""
     rows = []
     for num_envs in cfg.env_counts:
@@ -364,8 +378,15 @@ def run_train(cfg: TrainBenchConfig, progress=lambda line, row=None: print(line)
                 rows.append(bench_train_peer(num_envs, cfg))
             except ImportError as err:
                 progress(f"peer skipped: {err} (pip install -e '.[bench]')")
-                continue
-            progress(format_train_row(rows[-1]), rows[-1])
+            else:
+                progress(format_train_row(rows[-1]), rows[-1])
+        if cfg.sb3:
+            try:
+                rows.append(bench_train_sb3(num_envs, cfg))
+            except ImportError as err:
+                progress(f"sb3 peer skipped: {err}")
+            else:
+                progress(format_train_row(rows[-1]), rows[-1])
     return rows
 
 

@@ -131,7 +131,9 @@ def _parser() -> argparse.ArgumentParser:
         choices=("c", "mjx"),
         help="dexjax physics backends to measure (the ratios are to the C backend's rows)",
     )
-    bench.add_argument("--no-peers", action="store_true", help="skip MuJoCo Playground")
+    bench.add_argument(
+        "--no-peers", action="store_true", help="skip MuJoCo Playground (and --train: SB3)"
+    )
     bench.add_argument(
         "--peer-impl",
         nargs="+",
@@ -419,6 +421,7 @@ def _bench_train(args: argparse.Namespace) -> int:
         preset=args.preset,
         calls=args.calls or 3,
         peers=not args.no_peers,
+        sb3=not args.no_peers,
         backends=tuple(args.backend),
     )
     done: list[dict] = []

@@ -30,14 +30,22 @@ Three things are needed to run the peer at all here, and each is explicit:
   where Playground's env recompiles, see :func:`_strip_weak_types`; the
   benchmark strips weak types so the step compiles once.)
 
-``mujoco_playground`` and ``brax`` are imported inside the functions, so this
-module imports without the peer packages installed.
+A CPU peer is measured too (:func:`sb3_ppo_peer_train`): Stable-Baselines3
+PPO training gymnasium-robotics' ``HandManipulateBlock-v1`` (OpenAI's own
+Shadow-hand block environment, MuJoCo C) in ``SubprocVecEnv`` worker
+processes, with one shim (:func:`install_gymnasium_robotics_shim`) for a
+joint-type check that fails under mujoco 3.17.
+
+``mujoco_playground``, ``brax``, ``stable_baselines3`` and ``torch`` are
+imported inside the functions, so this module imports without the peer
+packages installed.
 
 Command line (one measurement per process; prints one JSON row)::
 
     python dexjax/peers.py bench --env LeapCubeReorient --batch 16 --steps 20
     python dexjax/peers.py ppo --env LeapCubeReorient --num-envs 16 \\
         --num-timesteps 5000
+    python dexjax/peers.py sb3 --num-envs 2 --num-timesteps 200
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ from typing import Any
 REORIENT_ENV = "LeapCubeReorient"
 ROTATE_Z_ENV = "LeapCubeRotateZAxis"
 XLA_NO_HANG_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+SB3_ENV = "HandManipulateBlock-v1"
 
 _SHIM_MARKER = "__dexjax_peer_shim__"
 
@@ -546,6 +555,248 @@ def brax_ppo_peer_train(
 
 
 # ---------------------------------------------------------------------------
+# Stable-Baselines3 PPO on gymnasium-robotics' Shadow-hand block (MuJoCo C).
+# ---------------------------------------------------------------------------
+
+
+def install_gymnasium_robotics_shim() -> None:
+    """Let gymnasium-robotics 1.4.2's joint helpers run under mujoco 3.17.
+
+    COMPATIBILITY SHIM FOR THE SB3 PEER ONLY; nothing in dexjax relies on it.
+    ``gymnasium_robotics.utils.mujoco_utils.get_joint_qpos`` (and the qvel
+    getters/setters) assert ``model.jnt_type[i] in (mujoco.mjtJoint.mjJNT_HINGE,
+    mujoco.mjtJoint.mjJNT_SLIDE)``; with mujoco 3.17 the enum's ``==`` against
+    a ``numpy.int32`` is False, so building any Shadow-hand env fails on that
+    assertion.  The ``mujoco`` name inside that one module is bound to a proxy
+    whose ``mjtJoint`` holds the same values as plain ints; the real
+    ``mujoco`` module is left untouched.  Idempotent.
+    """
+    import mujoco
+    from gymnasium_robotics.utils import mujoco_utils
+
+    joint_types = types.SimpleNamespace(
+        **{
+            name: int(getattr(mujoco.mjtJoint, name))
+            for name in dir(mujoco.mjtJoint)
+            if name.startswith("mjJNT_")
+        }
+    )
+    _shim_module_attr(mujoco_utils, "mujoco", {"mjtJoint": joint_types})
+
+
+def make_hand_block_env(**kwargs: Any) -> Any:
+    """``gymnasium.make(HandManipulateBlock-v1)`` with the shim above installed.
+
+    Called inside each ``SubprocVecEnv`` worker (see :func:`sb3_ppo_peer_train`).
+    """
+    import gymnasium
+    import gymnasium_robotics
+
+    install_gymnasium_robotics_shim()
+    gymnasium.register_envs(gymnasium_robotics)
+    return gymnasium.make(SB3_ENV, **kwargs)
+
+
+def _cpu_seconds_of(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by the (running) processes ``pids``."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    total = 0.0
+    for pid in pids:
+        if psutil is not None:
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+        else:  # fields 14 and 15 of /proc/<pid>/stat: utime, stime in clock ticks
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+@contextlib.contextmanager
+def _pickled_by_value(module: types.ModuleType) -> Iterator[None]:
+    """Let cloudpickle send ``module``'s functions by value, not by import path.
+
+    The workers then build the env without importing ``dexjax`` (and with it
+    jax), which would cost seconds of CPU and hundreds of MB per worker.
+    """
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(module)
+    try:
+        yield
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
+
+
+def sb3_ppo_peer_train(
+    num_envs: int,
+    num_timesteps: int,
+    n_steps: int = 10,
+    num_minibatches: int = 2,
+    seed: int = 0,
+) -> dict:
+    """Train Stable-Baselines3 PPO on ``HandManipulateBlock-v1``, CPU processes.
+
+    What a CPU user picks today for OpenAI's own Shadow-hand block task:
+    gymnasium-robotics' env (MuJoCo C, one env per process) in SB3's
+    ``make_vec_env(..., vec_env_cls=SubprocVecEnv)`` with SB3's default start
+    method (forkserver: the parent usually has JAX's threads running, which
+    makes ``fork`` unsafe), and ``PPO("MultiInputPolicy")`` with SB3's default
+    network, ``n_steps`` steps per env per rollout, ``n_epochs=4`` and
+    ``num_minibatches`` minibatches per epoch (the number of the dexjax
+    ``cpu`` preset; the largest divisor of the rollout not above it).
+
+    The forkserver preloads SB3's worker module and gymnasium-robotics once,
+    so the ``num_envs`` workers fork from it instead of each importing torch.
+    The env factory is sent to them by value (:func:`_pickled_by_value`) and
+    installs :func:`install_gymnasium_robotics_shim` there.  The parent's
+    torch runs one thread during the measurement so that the PPO update does
+    not compete with the workers (restored afterwards).
+
+    One untimed warm-up ``learn`` of one rollout, then ``learn(num_timesteps,
+    reset_num_timesteps=False)`` is timed (SB3 rounds it up to whole
+    rollouts; the row counts the steps actually taken).  CPU seconds are the
+    parent's ``time.process_time()`` plus the workers' user + system time over
+    the same window, read from each worker (psutil, else ``/proc``) while it
+    runs.
+
+    Returns:
+      A row like :func:`brax_ppo_peer_train`'s: ``system``, ``batch``,
+      ``env_steps_per_s``, ``env_steps_per_cpu_s``, ``physics_steps_per_s``
+      (= env steps/s x ``substeps``, the env's ``n_substeps``),
+      ``compile_s`` (0: nothing is compiled), ``note``, plus details.
+    """
+    import multiprocessing
+    import resource
+
+    try:
+        import gymnasium
+        import gymnasium_robotics
+        import stable_baselines3
+        import torch
+        from stable_baselines3 import PPO
+        from stable_baselines3.common.env_util import make_vec_env
+        from stable_baselines3.common.vec_env import SubprocVecEnv
+    except ImportError as err:
+        raise ImportError(
+            f"the SB3 peer needs stable-baselines3, torch and gymnasium-robotics ({err}): "
+            "pip install -e '.[bench]'"
+        ) from err
+
+    gymnasium.register_envs(gymnasium_robotics)
+    rollout = num_envs * n_steps
+    wanted = max(1, min(num_minibatches, rollout))
+    minibatches = max(d for d in range(1, wanted + 1) if rollout % d == 0)
+    ppo_kwargs = {
+        "n_steps": n_steps,
+        "batch_size": rollout // minibatches,
+        "n_epochs": 4,
+        "device": "cpu",
+        "seed": seed,
+        "verbose": 0,
+    }
+    start_method = "forkserver"
+    # Only takes effect when this process starts its forkserver; "__main__" is
+    # multiprocessing's default preload, kept so workers do not each import it.
+    multiprocessing.get_context(start_method).set_forkserver_preload(
+        ["__main__", "stable_baselines3.common.vec_env.subproc_vec_env", "gymnasium_robotics"]
+    )
+
+    torch_threads = torch.get_num_threads()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    with _pickled_by_value(sys.modules[__name__]):
+        vec_env = make_vec_env(
+            make_hand_block_env,
+            n_envs=num_envs,
+            seed=seed,
+            vec_env_cls=SubprocVecEnv,
+            vec_env_kwargs={"start_method": start_method},
+        )
+    try:
+        substeps = int(vec_env.get_attr("n_substeps", indices=[0])[0])
+        control_dt = float(vec_env.get_attr("dt", indices=[0])[0])
+        pids = [process.pid for process in vec_env.processes]
+        torch.set_num_threads(1)
+        model = PPO("MultiInputPolicy", vec_env, **ppo_kwargs)
+        setup_s = time.perf_counter() - start
+
+        warm_start = time.perf_counter()
+        model.learn(total_timesteps=rollout)
+        warmup_s = time.perf_counter() - warm_start
+
+        steps_before = model.num_timesteps
+        workers_before = _cpu_seconds_of(pids)
+        t0, c0 = time.perf_counter(), time.process_time()
+        model.learn(total_timesteps=num_timesteps, reset_num_timesteps=False)
+        timed_s, parent_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+        workers_cpu_s = _cpu_seconds_of(pids) - workers_before
+        timed_steps = model.num_timesteps - steps_before
+    finally:
+        torch.set_num_threads(torch_threads)
+        vec_env.close()
+    # RUSAGE_CHILDREN only counts children that have exited and been waited
+    # for, hence read after close().  Forkserver workers are children of the
+    # forkserver, not of this process, so this stays ~0 here; and for direct
+    # children it would be their whole lifetime (start-up, warm-up), not the
+    # timed window.  Kept as a cross-check only; the rate uses the per-worker
+    # readings above.
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    children_cpu_s = (children_after.ru_utime + children_after.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime
+    )
+
+    cpu_s = parent_cpu_s + workers_cpu_s
+    env_steps_per_s = timed_steps / timed_s
+    cores = len(os.sched_getaffinity(0))
+    return {
+        "system": f"sb3/ppo ({SB3_ENV}, SubprocVecEnv)",
+        "batch": num_envs,
+        "env_steps_per_s": env_steps_per_s,
+        "physics_steps_per_s": env_steps_per_s * substeps,
+        "env_steps_per_cpu_s": timed_steps / cpu_s,
+        "compile_s": 0.0,
+        "substeps": substeps,
+        "control_dt_s": control_dt,
+        "sim_dt_s": control_dt / substeps,
+        "timed_s": timed_s,
+        "timed_cpu_s": cpu_s,
+        "parent_cpu_s": parent_cpu_s,
+        "workers_cpu_s": workers_cpu_s,
+        "children_rusage_cpu_s": children_cpu_s,
+        "timed_env_steps": timed_steps,
+        "requested_timesteps": num_timesteps,
+        "setup_s": setup_s,
+        "warmup_s": warmup_s,
+        "worker_processes": num_envs,
+        "cores": cores,
+        "start_method": start_method,
+        "torch_threads": 1,
+        "loadavg_1min_after": os.getloadavg()[0],
+        "ppo_kwargs": {**ppo_kwargs, "num_minibatches": minibatches},
+        "versions": {
+            "stable_baselines3": stable_baselines3.__version__,
+            "torch": torch.__version__,
+            "gymnasium": gymnasium.__version__,
+            "gymnasium_robotics": gymnasium_robotics.__version__,
+        },
+        "note": (
+            f"Stable-Baselines3 {stable_baselines3.__version__} PPO, MultiInputPolicy with "
+            f"SB3's default networks, n_steps={n_steps} per env, n_epochs=4, "
+            f"{minibatches} minibatches of {rollout // minibatches}; gymnasium-robotics "
+            f"{gymnasium_robotics.__version__} {SB3_ENV} (MuJoCo C, {substeps} substeps of "
+            f"{1000 * control_dt / substeps:g} ms per env step), one env per "
+            f"SubprocVecEnv worker ({num_envs} processes, {start_method}) on {cores} "
+            "cores; parent torch set_num_threads(1); one warm-up rollout+update untimed; "
+            "CPU = parent process time + workers' user+system time over the timed learn; "
+            "shim for gymnasium-robotics' joint-type assertion under mujoco 3.17."
+        ),
+    }
+
+
+# ---------------------------------------------------------------------------
 # Command line.
 # ---------------------------------------------------------------------------
 
@@ -570,6 +821,10 @@ def main(argv: list[str] | None = None) -> int:
     ppo.add_argument("--num-timesteps", type=int, default=5000)
     ppo.add_argument("--impl", default="jax")
     ppo.add_argument("--no-dr", action="store_true")
+    sb3 = sub.add_parser("sb3", help="sb3_ppo_peer_train")
+    sb3.add_argument("--num-envs", type=int, default=2)
+    sb3.add_argument("--num-timesteps", type=int, default=200)
+    sb3.add_argument("--n-steps", type=int, default=10)
     args = parser.parse_args(argv)
 
     # Must precede the first jax computation of this process.
@@ -587,6 +842,8 @@ def main(argv: list[str] | None = None) -> int:
                 steps_per_call=args.steps_per_call,
                 action_scale=args.action_scale,
             )
+        elif args.cmd == "sb3":
+            row = sb3_ppo_peer_train(args.num_envs, args.num_timesteps, n_steps=args.n_steps)
         else:
             row = brax_ppo_peer_train(
                 args.env,
