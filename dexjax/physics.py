@@ -102,6 +102,7 @@ class MjxBackend:
         # belongs to process 0, and every other process would fail to place its data.
         self.device = jax.local_devices()[0]
         self.model = mjx.put_model(mj_model, device=self.device)
+        self._pair_geoms = np.stack([mj_model.pair_geom1, mj_model.pair_geom2], axis=1)
 
     def make_data(self, qpos: jax.Array) -> mjx.Data:
         """A state at rest at `qpos` with zero controls, its kinematics computed."""
@@ -131,6 +132,16 @@ class MjxBackend:
         )
         return mjx.kinematics(self.model, new)
 
+    def touching(self, data: mjx.Data) -> jax.Array:
+        """[npair] bool: the contact pair had an active contact (distance below its
+        margin) in the last substep."""
+        contact = data._impl.contact  # noqa: SLF001 (MJX's JAX implementation's contacts)
+        active = contact.dist < contact.includemargin  # [ncon]
+        pairs = jnp.asarray(self._pair_geoms)  # [npair, 2]
+        same = jnp.all(contact.geom[:, None] == pairs[None], axis=-1)
+        swapped = jnp.all(contact.geom[:, None] == pairs[None, :, ::-1], axis=-1)
+        return jnp.any(active[:, None] & (same | swapped), axis=0)
+
     def failed(self, data: mjx.Data) -> jax.Array:
         return ~(jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel)))
 
@@ -153,6 +164,7 @@ class CData:
     mocap_quat: jax.Array  # [nmocap, 4] (visual only)
     site_xpos: jax.Array  # [nsite, 3]
     site_xmat: jax.Array  # [nsite, 3, 3]
+    contacts: jax.Array  # [npair] contacts of each contact pair in the last substep
     failed: jax.Array  # [] bool: the engine raised a warning in the last step
 
 
@@ -164,7 +176,7 @@ class CEngine:
     the arguments before it steps (skipped where they equal the slot's last write)."""
 
     def __init__(self, spec: mujoco.MjSpec, nthread: int):
-        self.nominal = with_site_sensors(spec)
+        self.nominal = with_sensors(spec)
         m = self.nominal
         self.nthread = nthread
         self.nstate = mujoco.mj_stateSize(m, _STATE_SPEC)
@@ -243,10 +255,10 @@ class CEngine:
         timestep = params["timestep"].astype(np.float64)
         failed = elapsed < (nstep - 0.5) * timestep
         failed |= ~np.all(np.isfinite(last), axis=1)
-        site_xpos, site_xmat = _site_poses(sensordata[:, -1], m.nsite)
+        site_xpos, site_xmat, contacts = _readings(sensordata[:, -1], m.nsite)
         qpos, qvel = last[:, 1 : 1 + m.nq], last[:, 1 + m.nq :]
         self.seconds["host"] += time.perf_counter() - begin
-        return elapsed, qpos, qvel, site_xpos, site_xmat, failed
+        return elapsed, qpos, qvel, site_xpos, site_xmat, contacts, failed
 
     def kinematics(self, qpos, due):
         """Site poses at `qpos` for the slots where `due` is set (zeros elsewhere)."""
@@ -268,30 +280,44 @@ def _mocap_quat(m: mujoco.MjModel) -> np.ndarray:
     return m.body_quat[bodies[np.argsort(m.body_mocapid[bodies])]]
 
 
-def _site_poses(sensordata: np.ndarray, nsite: int) -> tuple[np.ndarray, np.ndarray]:
-    """[n, nsite, 3] positions and [n, nsite, 3, 3] rotation matrices (site_xmat) from the
-    readings of `with_site_sensors`' sensors."""
-    readings = sensordata.reshape(len(sensordata), nsite, 4, 3)
+def _readings(sensordata: np.ndarray, nsite: int) -> tuple[np.ndarray, ...]:
+    """[n, nsite, 3] site positions, [n, nsite, 3, 3] site rotation matrices (site_xmat)
+    and [n, npair] contacts per contact pair, from `with_sensors`' sensor readings."""
+    n = len(sensordata)
+    sites = sensordata[:, : 12 * nsite].reshape(n, nsite, 4, 3)
     # Frame axis k is column k of the rotation matrix.
-    return readings[:, :, 0], np.swapaxes(readings[:, :, 1:], -1, -2)
+    return sites[:, :, 0], np.swapaxes(sites[:, :, 1:], -1, -2), sensordata[:, 12 * nsite :]
 
 
-def with_site_sensors(spec: mujoco.MjSpec) -> mujoco.MjModel:
-    """The scene compiled with sensors that read every site's position and frame axes, so
-    a rollout returns the site poses of its last substep. Sensors do not act on the
-    physics: the model steps as the one compiled without them."""
+def with_sensors(spec: mujoco.MjSpec) -> mujoco.MjModel:
+    """The scene compiled with sensors of what the environment reads: every site's
+    position and frame axes, then each contact pair's number of contacts, so a rollout
+    returns them for its last substep. Sensors do not act on the physics: the model steps
+    as the one compiled without them."""
     for sensor in list(spec.sensors):
         spec.delete(sensor)
-    names = [site.name for site in spec.sites]
-    for name in names:
+    for site in [site.name for site in spec.sites]:
         for kind in ("FRAMEPOS", "FRAMEXAXIS", "FRAMEYAXIS", "FRAMEZAXIS"):
             spec.add_sensor(
                 type=getattr(mujoco.mjtSensor, f"mjSENS_{kind}"),
                 objtype=mujoco.mjtObj.mjOBJ_SITE,
-                objname=name,
+                objname=site,
             )
+    for pair in spec.pairs:
+        sensor = spec.add_sensor(
+            type=mujoco.mjtSensor.mjSENS_CONTACT,
+            objtype=mujoco.mjtObj.mjOBJ_GEOM,
+            objname=pair.geomname1,
+            reftype=mujoco.mjtObj.mjOBJ_GEOM,
+            refname=pair.geomname2,
+        )
+        # intprm: the data reported (bits of mjtConDataField), reduction (none), and
+        # how many contacts to report: here only their number ("found").
+        sensor.intprm[0] = 1 << int(mujoco.mjtConDataField.mjCONDATA_FOUND)
+        sensor.intprm[1] = 0
+        sensor.intprm[2] = 1
     model = spec.compile()
-    if model.nsensordata != 12 * model.nsite:
+    if model.nsensordata != 12 * model.nsite + model.npair:
         raise ValueError("unexpected sensor layout in the C backend's model")
     return model
 
@@ -342,7 +368,11 @@ class CBackend:
         self.model = mjx.put_model(mj_model, device=jax.local_devices()[0])
         m = mj_model
         self._shapes = dict(
-            qpos=(m.nq,), qvel=(m.nv,), site_xpos=(m.nsite, 3), site_xmat=(m.nsite, 3, 3)
+            qpos=(m.nq,),
+            qvel=(m.nv,),
+            site_xpos=(m.nsite, 3),
+            site_xmat=(m.nsite, 3, 3),
+            contacts=(m.npair,),
         )
 
     def _out(self, *names):
@@ -373,6 +403,7 @@ class CBackend:
             mocap_quat=jnp.asarray(_mocap_quat(m), jnp.float32),
             site_xpos=site_xpos,
             site_xmat=site_xmat,
+            contacts=jnp.zeros(m.npair),
             failed=jnp.array(False),
         )
 
@@ -395,10 +426,10 @@ class CBackend:
         fn = _batched(host)
         out = (
             jax.ShapeDtypeStruct((), jnp.float32),
-            *self._out("qpos", "qvel", "site_xpos", "site_xmat"),
+            *self._out("qpos", "qvel", "site_xpos", "site_xmat", "contacts"),
             jax.ShapeDtypeStruct((), jnp.bool_),
         )
-        elapsed, qpos, qvel, site_xpos, site_xmat, failed = jax.pure_callback(
+        elapsed, qpos, qvel, site_xpos, site_xmat, contacts, failed = jax.pure_callback(
             fn,
             out,
             data.qpos,
@@ -414,6 +445,7 @@ class CBackend:
             qvel=qvel,
             site_xpos=site_xpos,
             site_xmat=site_xmat,
+            contacts=contacts,
             failed=failed,
         )
 
@@ -428,8 +460,13 @@ class CBackend:
             xfrc_applied=jnp.zeros_like(data.xfrc_applied),
             site_xpos=site_xpos,
             site_xmat=site_xmat,
+            contacts=jnp.zeros_like(data.contacts),
             failed=jnp.array(False),
         )
+
+    def touching(self, data: CData) -> jax.Array:
+        """[npair] bool: the contact pair had a contact in the last substep."""
+        return data.contacts > 0
 
     def failed(self, data: CData) -> jax.Array:
         finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel))

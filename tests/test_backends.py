@@ -136,6 +136,12 @@ def test_c_and_mjx_agree_after_a_control_step(
     tol(c.data.site_xmat[:, tips], x.data.site_xmat[:, tips], atol=5 * hand)
     tol(c.obs["state"], x.obs["state"], atol=2 * rot)
     tol(c.reward, x.reward, atol=2 * rot)
+    # Which contact pairs touch (the hand holds the block: some do).
+    touch_c = np.asarray(jax.vmap(env_dr.physics.touching)(jax.tree.map(jnp.asarray, c.data)))
+    touch_x = np.asarray(jax.vmap(env_dr_mjx.physics.touching)(jax.tree.map(jnp.asarray, x.data)))
+    assert touch_c.shape == touch_x.shape == (BATCH, env_dr.mj_model.npair)
+    assert touch_c.any(axis=1).all()
+    assert (touch_c == touch_x).mean() >= 0.9, (touch_c, touch_x)
 
 
 def test_c_slot_models_carry_their_episodes_parameters(env_dr, step_dr_fn, dr_state):
