@@ -15,6 +15,7 @@ dexjax vision eval POSE_RUN --data DIR [--json FILE]
 
 import argparse
 import json
+import pathlib
 import sys
 import time
 
@@ -221,6 +222,26 @@ def _initialize_distributed(args: argparse.Namespace) -> None:
     )
 
 
+def _print_devices(config) -> None:
+    """The devices training runs on and the physics engine stepping the hand."""
+    import jax
+
+    from dexjax import physics
+
+    devices = jax.devices()
+    kinds = sorted({d.device_kind for d in devices})
+    backend = physics.resolve(config.env.backend)
+    engine = (
+        f"MuJoCo's C engine ({config.env.physics_threads or physics.default_threads()} threads)"
+        if backend == "c"
+        else "MJX"
+    )
+    print(
+        f"devices: {len(devices)} x {', '.join(kinds)} ({jax.default_backend()}) in "
+        f"{jax.process_count()} process(es); physics: {engine}"
+    )
+
+
 def _train(args: argparse.Namespace) -> int:
     from dexjax import config as config_lib
     from dexjax import run
@@ -233,6 +254,7 @@ def _train(args: argparse.Namespace) -> int:
                 raise SystemExit(
                     "--resume takes the run's own config: drop --preset/--set/--run-dir"
                 )
+            _print_devices(run.read_config(pathlib.Path(args.resume)))
             result = run.train(args.resume, resume=True, progress=not args.no_progress)
         else:
             preset = args.preset or config_lib.default_preset()
@@ -242,6 +264,7 @@ def _train(args: argparse.Namespace) -> int:
                 return 0
             run_dir = args.run_dir or f"runs/{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
             print(f"training preset {preset!r} into {run_dir}; the first chunk compiles")
+            _print_devices(config)
             result = run.train(run_dir, config, preset=preset, progress=not args.no_progress)
     except run.Interrupted as stop:
         print(stop, file=sys.stderr)

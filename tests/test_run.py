@@ -322,7 +322,13 @@ def test_cli_bad_input_is_a_clear_error(argv, message, capsys):
 def test_cli_refuses_a_used_run_dir(finished_run, capsys):
     argv = ["train", "--preset", "smoke", "--run-dir", str(finished_run.run_dir)]
     assert cli.main(argv) == 2
-    assert "already holds a run" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "already holds a run" in out.err
+    # What it would have trained on, said first.
+    threads = len(os.sched_getaffinity(0))
+    assert f"devices: 1 x cpu (cpu) in 1 process(es); physics: MuJoCo's C engine ({threads} " in (
+        out.out
+    )
 
 
 def test_cli_resume_takes_no_new_config():
