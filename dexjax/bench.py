@@ -243,7 +243,7 @@ def _count_lowerings() -> list[int]:
 
 def _physics_seconds(env) -> dict[str, float]:
     """The C engine's cumulative seconds (rollout, host calls); zeros on MJX."""
-    engine = getattr(env.physics, "engine", None)
+    engine = getattr(getattr(env, "physics", None), "engine", None)
     return dict(engine.seconds) if engine else {"rollout": 0.0, "host": 0.0}
 
 
