@@ -222,6 +222,25 @@ def test_sigterm_checkpoints_the_current_update_and_resume_continues(finished_ru
     assert [r["update"] for r in logs.read_metrics(run_dir)] == list(range(1, result.update + 1))
 
 
+def test_a_run_that_keeps_skipping_updates_stops(tmp_path):
+    """An infinite learning rate makes every update's parameters non-finite: each is
+    skipped, and the run stops at `max_skipped_updates` with a clear error, before its
+    checkpoint (so a run directory keeps only checkpoints of good learner states)."""
+    config = _config(FULL_UPDATES)
+    lr_inf = dataclasses.replace(config.train.ppo, lr=float("inf"))
+    config = dataclasses.replace(
+        config,
+        train=dataclasses.replace(config.train, ppo=lr_inf),
+        max_skipped_updates=UPDATES_PER_CHUNK,
+    )
+    run_dir = tmp_path / "diverged"
+    with pytest.raises(run.DivergedError, match="2 consecutive updates were skipped"):
+        run.train(run_dir, config, preset="smoke", progress=False)
+    assert _finished_steps(run_dir) == []
+    rows = logs.read_metrics(run_dir)
+    assert [r["train/skipped_update"] for r in rows] == [1.0] * UPDATES_PER_CHUNK
+
+
 def test_a_second_signal_exits_at_once():
     code = (
         "import os, signal, time\n"
