@@ -53,9 +53,10 @@ class RunConfig:
 
 
 def _cpu() -> RunConfig:
-    """About an hour on a 2-core CPU (a million env steps): the locked wrist, goals that
-    turn the block by 0.6-1.2 rad about the vertical ("yaw_turn"), joint targets relative
-    to the previous target, every randomization, small networks, 32 environments."""
+    """About 20 minutes on a 2-core CPU with the C engine (a million env steps): the
+    locked wrist, goals that turn the block by 0.6-1.2 rad about the vertical
+    ("yaw_turn"), joint targets relative to the previous target, every randomization,
+    small networks, 32 environments."""
     return RunConfig(
         env=env_lib.EnvConfig(
             locked_wrist=True, goal_distribution="yaw_turn", relative_to="target"
