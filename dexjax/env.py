@@ -1,9 +1,11 @@
-"""Block reorientation with the Shadow hand as pure, batched MJX functions.
+"""Block reorientation with the Shadow hand as pure, batched JAX functions.
 
 The task of "Learning Dexterous In-Hand Manipulation" (OpenAI, 2018): turn the object in
 the hand until it is within 0.4 rad of a goal orientation; on success a new goal is drawn
 at once. Everything here is a pure function of explicit arguments: `reset(key)` and
-`step(state, action)` act on ONE environment; `jax.vmap` them for a batch.
+`step(state, action)` act on ONE environment; `jax.vmap` them for a batch. The physics is
+MuJoCo's C engine or MJX (`EnvConfig.backend`, see dexjax.physics), called from inside
+the same compiled functions.
 
 Conventions: quaternions (w, x, y, z); positions in metres in world axes with the origin at
 the object's start position above the palm; one control step = `substeps` physics steps.
@@ -137,7 +139,7 @@ class TaskState:
 class State:
     """One environment. Field names follow Brax's State so Brax's trainers accept it."""
 
-    data: mjx.Data
+    data: Any  # mjx.Data (MJX backend) or physics.CData (C engine): same field names
     task: TaskState
     domain: dr.DomainState
     obs: dict[str, jax.Array]  # "state" (policy) and "privileged_state" (value)

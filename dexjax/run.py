@@ -65,7 +65,9 @@ class Interrupted(Exception):
 class _StopSignals:
     """Turns the first SIGINT or SIGTERM into a request to stop after the chunk in flight
     (the caller checkpoints, then raises `Interrupted`); a second one exits at once.
-    Handlers are installed only in the main thread (Python allows no other)."""
+    Handlers are installed only in the main thread (Python allows no other). In a
+    multi-process run every process must get the signal (schedulers send it to all): the
+    checkpoint is a collective that every process enters."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
