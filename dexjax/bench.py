@@ -373,20 +373,16 @@ def run_train(cfg: TrainBenchConfig, progress=lambda line, row=None: print(line)
         for backend in cfg.backends:
             rows.append(bench_train_dexjax(num_envs, cfg, backend))
             progress(format_train_row(rows[-1]), rows[-1])
-        if cfg.peers:
+        peers = [("peer", bench_train_peer, cfg.peers), ("sb3 peer", bench_train_sb3, cfg.sb3)]
+        for label, bench_peer, wanted in peers:
+            if not wanted:
+                continue
             try:
-                rows.append(bench_train_peer(num_envs, cfg))
+                rows.append(bench_peer(num_envs, cfg))
             except ImportError as err:
-                progress(f"peer skipped: {err} (pip install -e '.[bench]')")
-            else:
-                progress(format_train_row(rows[-1]), rows[-1])
-        if cfg.sb3:
-            try:
-                rows.append(bench_train_sb3(num_envs, cfg))
-            except ImportError as err:
-                progress(f"sb3 peer skipped: {err}")
-            else:
-                progress(format_train_row(rows[-1]), rows[-1])
+                progress(f"{label} skipped: {err} (pip install -e '.[bench]')")
+                continue
+            progress(format_train_row(rows[-1]), rows[-1])
     return rows
 
 

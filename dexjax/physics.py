@@ -189,7 +189,8 @@ class CEngine:
         self._kinematics_data = mujoco.MjData(m)
         self._pool = rollout.Rollout(nthread=nthread if nthread > 1 else 0)
         self._models: list[mujoco.MjModel] = []
-        self._written = np.zeros((0, 0))  # [slots, parameters] last write of each slot
+        width = sum(np.size(getattr(m, k)) for k in RANDOMIZED_FIELDS) + 3  # + gravity
+        self._written = np.zeros((0, width))  # [slots, parameters] each slot's last write
         self._lock = threading.Lock()
         self.seconds = {"rollout": 0.0, "host": 0.0}
         """Wall-clock seconds spent in MuJoCo's rollout, and in the host calls in all
@@ -198,6 +199,8 @@ class CEngine:
     def _slots(self, n: int) -> list[mujoco.MjModel]:
         while len(self._models) < n:
             self._models.append(copy.copy(self.nominal))
+            nothing_written = np.full((1, self._written.shape[1]), np.nan)
+            self._written = np.concatenate([self._written, nothing_written])
         return self._models[:n]
 
     def _write(self, models: list[mujoco.MjModel], params: dict[str, np.ndarray]) -> None:
@@ -205,11 +208,6 @@ class CEngine:
         changed since the slot's last write, the substep length (new every step) always."""
         names = (*RANDOMIZED_FIELDS, "gravity")
         flat = np.concatenate([params[k].reshape(len(models), -1) for k in names], axis=1)
-        if self._written.shape[1] != flat.shape[1]:
-            self._written = np.full((0, flat.shape[1]), np.nan)
-        if len(self._written) < len(models):
-            pad = np.full((len(models) - len(self._written), flat.shape[1]), np.nan)
-            self._written = np.concatenate([self._written, pad])
         for i in np.flatnonzero(np.any(flat != self._written[: len(models)], axis=1)):
             m = models[i]
             for name in RANDOMIZED_FIELDS:
@@ -272,12 +270,6 @@ class CEngine:
                 site_xpos[i] = d.site_xpos
                 site_xmat[i] = d.site_xmat.reshape(-1, 3, 3)
         return site_xpos, site_xmat
-
-
-def _mocap_quat(m: mujoco.MjModel) -> np.ndarray:
-    """[nmocap, 4] the mocap bodies' orientations in the model, in mocap order."""
-    bodies = np.flatnonzero(m.body_mocapid >= 0)
-    return m.body_quat[bodies[np.argsort(m.body_mocapid[bodies])]]
 
 
 def _readings(sensordata: np.ndarray, nsite: int) -> tuple[np.ndarray, ...]:
@@ -400,7 +392,7 @@ class CBackend:
             qvel=jnp.zeros(m.nv),
             ctrl=jnp.zeros(m.nu),
             xfrc_applied=jnp.zeros((m.nbody, 6)),
-            mocap_quat=jnp.asarray(_mocap_quat(m), jnp.float32),
+            mocap_quat=jnp.asarray(mujoco.MjData(m).mocap_quat, jnp.float32),
             site_xpos=site_xpos,
             site_xmat=site_xmat,
             contacts=jnp.zeros(m.npair),
