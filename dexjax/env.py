@@ -34,6 +34,7 @@ from dexjax import randomization as dr
 from dexjax import scene as scene_lib
 
 GOAL_DISTRIBUTIONS = ("uniform", "flat", "yaw", "yaw_turn")
+RELATIVE_TO = ("current", "target", "center")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +58,10 @@ class EnvConfig:
     """Weight of the new action in the exponential moving average of actions."""
     relative_to: str = "current"
     """Actions move joint targets relative to the "current" joint angles (the paper's
-    rule; with no action the hand sags under gravity, and the policy must hold it up) or
-    relative to the previous "target" (an integrating controller that does not sag)."""
+    rule; with no action the hand sags under gravity, and the policy must hold it up),
+    relative to the previous "target" (an integrating controller that does not sag), or
+    relative to the "center" of each actuator's range (absolute targets: the action is
+    the target's place in the range, as in Isaac Gym's and MuJoCo Playground's hands)."""
     locked_wrist: bool = False
     """Hold the two wrist joints at zero and act with the 18 finger actuators."""
     goal_distribution: str = "uniform"
@@ -112,8 +115,8 @@ class EnvConfig:
             )
         if self.physics_threads < 0:
             raise ValueError("physics_threads must be >= 0 (0: all usable cores)")
-        if self.relative_to not in ("current", "target"):
-            raise ValueError(f"relative_to must be 'current' or 'target', not {self.relative_to!r}")
+        if self.relative_to not in RELATIVE_TO:
+            raise ValueError(f"relative_to must be one of {RELATIVE_TO}, not {self.relative_to!r}")
 
     @property
     def control_dt(self) -> float:
@@ -438,16 +441,19 @@ class HandEnv:
         Each active actuator's new target is a centre plus `action` times half its control
         range, clipped to the range. The centre is the joint's current angle (for the four
         coupled actuators, the sum of the pair's angles) when `relative_to` is "current",
-        or the previous target `ctrl` when it is "target". Inactive (locked wrist)
-        actuators keep their target from `ctrl`.
+        the previous target `ctrl` when it is "target", and the middle of the control range
+        when it is "center". Inactive (locked wrist) actuators keep their target from `ctrl`.
         """
         idx = self.idx
-        if (relative_to or self.config.relative_to) == "current":
+        mode = relative_to or self.config.relative_to
+        if mode == "current":
             current = qpos[idx.actuator_qpos]
             coupled = jnp.where(idx.coupled_qpos >= 0, qpos[np.maximum(idx.coupled_qpos, 0)], 0.0)
             center = (current + coupled)[idx.active_actuators]
-        else:
+        elif mode == "target":
             center = ctrl[idx.active_actuators]
+        else:
+            center = (0.5 * (idx.ctrl_high + idx.ctrl_low))[idx.active_actuators]
         half_range = 0.5 * (idx.ctrl_high - idx.ctrl_low)[idx.active_actuators]
         target = center + action * half_range
         ctrl = ctrl.at[idx.active_actuators].set(target)

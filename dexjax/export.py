@@ -207,6 +207,7 @@ def decoding(env: env_lib.HandEnv, bins: int) -> dict:
         "current": "the joint's current angle; for a coupled actuator the sum of its joint's "
         "and its coupled_joint's angles (the tendon drives J1 + J0)",
         "target": "the actuator's previous target (after clipping)",
+        "center": "the middle of the actuator's control range, (ctrl_low + ctrl_high) / 2",
     }[cfg.relative_to]
     return {
         "bins": bins,
@@ -299,7 +300,10 @@ def load_run(
     """
     run_dir = pathlib.Path(run_dir)
     config = run.read_config(run_dir)  # a RunDirError (ValueError) when this is not a run
-    if not (run_dir / run.CHECKPOINT_DIR).is_dir():
+    if (
+        not (run_dir / run.CHECKPOINT_DIR).is_dir()
+        and not (run_dir / checkpoint.POLICY_FILE).exists()
+    ):
         raise checkpoint.CheckpointError(f"no checkpoint in {run_dir}: nothing to export")
     env = run.make_env(config)
     return config, env, evaluate.load_learner(run_dir, config, env, step)

@@ -91,9 +91,10 @@ class PolicyRunner:
         """Position targets (rad) of the policy's actuators for the last step.
 
         Args:
-          center: [A] or [batch, A]: the previous targets (`relative_to` "target") or the
+          center: [A] or [batch, A]: the previous targets (`relative_to` "target"), the
             current joint angles, with the coupled joint's angle added for coupled
-            actuators (`relative_to` "current"), in the spec's actuator order.
+            actuators (`relative_to` "current"), or the middle of each control range
+            (`relative_to` "center"), in the spec's actuator order.
         """
         if self.last is None:
             raise ValueError("call step() before joint_targets()")

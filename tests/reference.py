@@ -113,6 +113,8 @@ def expected_joint_targets(m, qpos, action, ctrl, relative_to="current", locked_
         a = action.pop(0)
         if relative_to == "target":
             center = ctrl[i]
+        elif relative_to == "center":
+            center = 0.5 * (lo + hi)
         else:
             center = qpos[m.joint(PREFIX + name).qposadr[0]]
             if name in COUPLED_PARTNER:

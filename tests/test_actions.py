@@ -97,6 +97,21 @@ def test_joint_targets_relative_to_target_uses_previous_ctrl(env, picked):
     np.testing.assert_array_equal(got, other)
 
 
+def test_joint_targets_relative_to_center_are_absolute(env, picked):
+    qpos, action, ctrl = picked
+    m = env.mj_model
+    got = _targets(env, qpos, action, ctrl, relative_to="center")
+    expected = expected_joint_targets(m, qpos, action, ctrl, relative_to="center")
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+    # Neither the joint angles nor the previous targets matter.
+    other = _targets(env, qpos + 0.3, action, ctrl + 0.2, relative_to="center")
+    np.testing.assert_array_equal(got, other)
+    # No action is the middle of every range.
+    lo, hi = m.actuator_ctrlrange.T
+    middle = _targets(env, qpos, np.zeros_like(action), ctrl, relative_to="center")
+    np.testing.assert_allclose(middle, 0.5 * (lo + hi), atol=1e-6)
+
+
 def test_locked_wrist_keeps_wrist_ctrl(picked):
     env = make_env(locked_wrist=True)  # built, never compiled
     assert env.action_size == 18
