@@ -7,6 +7,7 @@ function that can be tested against a hand-worked example.
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 from brax.training.acme import running_statistics
@@ -82,6 +83,9 @@ def gae(
       A_t = delta_t + gamma * lam * (1 - done_t) * A_{t+1}, done = terminated | truncated.
       Treat both as data: they are not meant to be differentiated.
     """
+    chex.assert_rank([rewards, values, terminated, truncated], 2)
+    chex.assert_equal_shape([rewards, values, terminated, truncated])
+    chex.assert_shape(bootstrap_value, values.shape[1:])
     terminated = terminated.astype(bool)
     truncated = truncated.astype(bool) & ~terminated
     next_values = jnp.concatenate([values[1:], bootstrap_value[None]], axis=0)
@@ -132,6 +136,7 @@ def ppo_loss(
       estimator mean((r - 1) - log r) of KL(old || new)) and `loss/clipfrac` (share of
       samples whose ratio r lies outside [1 - clip, 1 + clip]).
     """
+    chex.assert_equal_shape([old_log_prob, advantages, value, value_target])
     log_ratio = networks.log_prob(dist, action) - old_log_prob
     ratio = jnp.exp(log_ratio)
     advantages = (advantages - advantages.mean()) / (advantages.std() + ADVANTAGE_EPS)

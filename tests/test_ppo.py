@@ -294,3 +294,14 @@ def test_running_return_normalization_round_trip():
     normalized = ppo.normalize(stats, returns, clip=None)
     np.testing.assert_allclose(np.std(normalized), 1.0, rtol=1e-4)
     np.testing.assert_allclose(ppo.denormalize(stats, normalized), returns, rtol=1e-5)
+
+
+def test_gae_and_loss_reject_mismatched_shapes():
+    rewards = jnp.zeros((4, 3))
+    done = jnp.zeros((4, 3))
+    with pytest.raises(AssertionError, match="shape"):
+        ppo.gae(rewards, jnp.zeros((4, 2)), jnp.zeros(3), done, done, 0.99, 0.95)
+    with pytest.raises(AssertionError, match="shape"):
+        ppo.gae(rewards, jnp.zeros((4, 3)), jnp.zeros(4), done, done, 0.99, 0.95)
+    with pytest.raises(AssertionError, match="rank"):
+        ppo.gae(jnp.zeros(4), jnp.zeros(4), jnp.zeros(()), jnp.zeros(4), jnp.zeros(4), 0.9, 0.9)
