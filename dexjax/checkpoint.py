@@ -17,9 +17,11 @@ a two-process run.
 
 import pathlib
 
+import chex
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
-from flax import struct
+from flax import serialization, struct
 
 from dexjax import parallel, train
 
@@ -109,3 +111,59 @@ def restore(
             f"checkpoint {step} in {mngr.directory} cannot be read ({type(error).__name__}: "
             f"{error}); delete that step's directory to fall back to an earlier one"
         ) from error
+
+
+# ---------------------------------------------------------------------------------------
+# A trained policy without its optimizer: what a run ships
+
+
+POLICY_FILE = "policy.msgpack"
+"""A run directory may hold this file in place of `checkpoints/`: the networks'
+parameters, the normalizers, ADR's state and the update count of one checkpoint (no
+optimizer state), for evaluating, exporting and watching a policy, not for resuming."""
+
+
+def save_policy(path: pathlib.Path, learner: LearnerState) -> None:
+    """Write `learner` less its optimizer state and key as a msgpack file."""
+    state = {
+        "params": learner.params,
+        "normalizers": learner.normalizers,
+        "adr": learner.adr,
+        "update": learner.update,
+    }
+    host = parallel.host_copy(state)
+    pathlib.Path(path).write_bytes(
+        serialization.msgpack_serialize(serialization.to_state_dict(host))
+    )
+
+
+def load_policy(path: pathlib.Path, config: train.TrainConfig, env) -> LearnerState:
+    """A LearnerState from a policy file of a run of `config` on `env`: the optimizer state
+    and key are zeros (enough to act, not to resume)."""
+    template = jax.eval_shape(
+        lambda key: learner_state(train.init(config, env, key)), jax.random.key(0)
+    )
+    try:
+        state = serialization.msgpack_restore(pathlib.Path(path).read_bytes())
+        loaded = {
+            name: serialization.from_state_dict(getattr(template, name), state[name])
+            for name in ("params", "normalizers", "adr")
+        }
+        chex.assert_trees_all_equal_shapes_and_dtypes(
+            [loaded[n] for n in ("params", "normalizers", "adr")],
+            [getattr(template, n) for n in ("params", "normalizers", "adr")],
+        )
+    except (KeyError, ValueError, AssertionError, TypeError) as error:
+        raise CheckpointError(
+            f"{path} does not hold a policy of this run's config ({type(error).__name__}: "
+            f"{str(error)[:300]})"
+        ) from error
+    zeros = lambda s: jnp.zeros(s.shape, s.dtype)  # noqa: E731
+    return LearnerState(
+        params=jax.tree.map(jnp.asarray, loaded["params"]),
+        opt_state=jax.tree.map(zeros, template.opt_state),
+        normalizers=jax.tree.map(jnp.asarray, loaded["normalizers"]),
+        adr=jax.tree.map(jnp.asarray, loaded["adr"]),
+        key_data=zeros(template.key_data),
+        update=jnp.asarray(state["update"], template.update.dtype),
+    )

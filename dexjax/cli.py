@@ -155,6 +155,15 @@ def _parser() -> argparse.ArgumentParser:
         help="also write pose_estimator.onnx and its spec from this `dexjax vision train` run",
     )
 
+    keep = sub.add_parser(
+        "save-policy",
+        help="copy a run's policy (parameters and normalizers, no optimizer state) and "
+        "config to a small directory that eval, export and the notebooks take as a run",
+    )
+    keep.add_argument("run_dir", help="a run directory written by dexjax train")
+    keep.add_argument("out", help="directory to write config.json and policy.msgpack to")
+    keep.add_argument("--checkpoint", type=int, help="update of the checkpoint (default: latest)")
+
     # `dexjax vision <command>`: each subcommand sets `run`, the function that runs it.
     vision = sub.add_parser("vision", help="camera images, datasets and the pose estimator")
     vision_sub = vision.add_subparsers(dest="vision_command", required=True)
@@ -231,11 +240,9 @@ def _print_devices(config) -> None:
     devices = jax.devices()
     kinds = sorted({d.device_kind for d in devices})
     backend = physics.resolve(config.env.backend)
-    engine = (
-        f"MuJoCo's C engine ({config.env.physics_threads or physics.default_threads()} threads)"
-        if backend == "c"
-        else "MJX"
-    )
+    threads = config.env.physics_threads or physics.default_threads()
+    engine = f"MuJoCo's C engine ({threads} thread{'s' if threads > 1 else ''})"
+    engine = engine if backend == "c" else "MJX"
     print(
         f"devices: {len(devices)} x {', '.join(kinds)} ({jax.default_backend()}) in "
         f"{jax.process_count()} process(es); physics: {engine}"
@@ -487,6 +494,28 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_policy(args: argparse.Namespace) -> int:
+    import pathlib
+    import shutil
+
+    from dexjax import checkpoint, evaluate, run
+
+    run_dir, out = pathlib.Path(args.run_dir), pathlib.Path(args.out)
+    config = run.read_config(run_dir)
+    if (out / checkpoint.POLICY_FILE).exists() or run.holds_run(out):
+        raise ValueError(f"{out} already holds a run or a policy; choose another directory")
+    learner = evaluate.load_learner(run_dir, config, run.make_env(config), step=args.checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(run_dir / run.CONFIG_FILE, out / run.CONFIG_FILE)
+    checkpoint.save_policy(out / checkpoint.POLICY_FILE, learner)
+    size = (out / checkpoint.POLICY_FILE).stat().st_size
+    print(
+        f"saved the policy of update {int(learner.update)} of {run_dir} to "
+        f"{out / checkpoint.POLICY_FILE} ({size / 1e6:.1f} MB) with its config"
+    )
+    return 0
+
+
 def _export_pose(pose_run: str, out: str, step: int | None, opset: int) -> None:
     from dexjax.vision import export_pose
 
@@ -569,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
 
     commands = {"train": _train, "eval": _eval, "plot": _plot, "bench": _bench, "export": _export}
     commands["vision"] = _vision
+    commands["save-policy"] = _save_policy
     try:
         return commands[args.command](args)
     except (ValueError, CheckpointError) as error:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -281,6 +282,35 @@ def test_a_damaged_checkpoint_is_a_clear_error(finished_run, tmp_path):
         _learner(run_dir)
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint of update 5"):
         _learner(run_dir, step=5)
+
+
+def test_save_policy_ships_what_eval_and_export_load(finished_run, tmp_path, capsys):
+    shipped = tmp_path / "shipped"
+    assert cli.main(["save-policy", str(finished_run.run_dir), str(shipped)]) == 0
+    assert sorted(p.name for p in shipped.iterdir()) == [run.CONFIG_FILE, checkpoint.POLICY_FILE]
+    assert f"update {FULL_UPDATES}" in capsys.readouterr().out
+    original, loaded = _learner(finished_run.run_dir), _learner(shipped)
+    assert int(loaded.update) == FULL_UPDATES
+    for name in ("params", "normalizers", "adr"):
+        chex.assert_trees_all_equal(getattr(loaded, name), getattr(original, name))
+    # No optimizer state travels: it is zeros of the right shapes.
+    chex.assert_trees_all_equal_shapes_and_dtypes(loaded.opt_state, original.opt_state)
+    assert all(not np.any(np.asarray(x)) for x in jax.tree.leaves(loaded.opt_state))
+    with pytest.raises(
+        checkpoint.CheckpointError, match=f"only the policy of update {FULL_UPDATES},"
+    ):
+        _learner(shipped, step=1)
+    # The directory is not a checkpoint store: loading it created nothing.
+    assert not (shipped / run.CHECKPOINT_DIR).exists()
+
+    # Refused: writing over it, and loading it under a config of other networks.
+    assert cli.main(["save-policy", str(finished_run.run_dir), str(shipped)]) == 2
+    assert "already holds" in capsys.readouterr().err
+    config = json.loads((shipped / run.CONFIG_FILE).read_text())
+    config["config"]["train"]["network"]["hidden"] += 1
+    (shipped / run.CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(checkpoint.CheckpointError, match="does not hold a policy of this run"):
+        _learner(shipped)
 
 
 def test_eval_reports_the_protocols_numbers(finished_run):
