@@ -15,6 +15,7 @@ from typing import Any
 
 from dexjax import env as env_lib
 from dexjax import networks
+from dexjax import ppo as ppo_lib
 from dexjax import train as train_lib
 
 
@@ -53,24 +54,30 @@ class RunConfig:
 
 
 def _cpu() -> RunConfig:
-    """About 20 minutes on a 2-core CPU with the C engine (a million env steps): the
-    locked wrist, goals that turn the block by 0.6-1.2 rad about the vertical
-    ("yaw_turn"), joint targets relative to the previous target, every randomization,
-    small networks, 32 environments."""
+    """An hour on a 2-core CPU with the C engine (compilation included): the locked wrist,
+    goals that turn the block by 0.6-0.8 rad about the vertical from its orientation when
+    drawn ("yaw_turn": each success is a turn of at least 0.2 rad), absolute joint targets
+    ("center"), every randomization, small networks, 256 environments x 16 steps, a
+    discount of 0.99 and no entropy bonus (experiments/sweep_cpu.py and docs/results.md
+    say why)."""
     return RunConfig(
         env=env_lib.EnvConfig(
-            locked_wrist=True, goal_distribution="yaw_turn", relative_to="target"
+            locked_wrist=True,
+            goal_distribution="yaw_turn",
+            goal_turn=(0.6, 0.8),
+            relative_to="center",
         ),
         train=train_lib.TrainConfig(
             network=networks.NetworkConfig(hidden=256, lstm=128),
-            num_envs=32,
-            rollout_length=10,
+            ppo=ppo_lib.PPOConfig(gamma=0.99, entropy_coef=0.0),
+            num_envs=256,
+            rollout_length=16,
             epochs=4,
-            num_minibatches=2,
+            num_minibatches=4,
             updates_per_chunk=10,
         ),
-        total_env_steps=1_000_000,
-        checkpoint_every=10,
+        total_env_steps=4_341_760,  # 1,060 updates: 60 min measured on 2 CPU cores
+        checkpoint_every=5,
     )
 
 

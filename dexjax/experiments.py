@@ -92,7 +92,12 @@ SCALES = {
         preset="cpu",
         # 100 PPO updates of 32 environments x 10 steps: minutes per policy on a quiet
         # 2-core CPU (the whole table must fit in a session on a shared one).
-        overrides=("total_env_steps=32000",),
+        overrides=(
+            "total_env_steps=32000",
+            "train.num_envs=32",
+            "train.rollout_length=10",
+            "train.num_minibatches=2",
+        ),
         trials=20,
         timeout_s=16.0,
         cost="a few minutes per policy on a 2-core CPU (see experiments/README.md)",
