@@ -313,6 +313,26 @@ def test_save_policy_ships_what_eval_and_export_load(finished_run, tmp_path, cap
         _learner(shipped)
 
 
+def test_the_shipped_cpu_policy_is_the_presets_and_loads():
+    shipped = pathlib.Path(__file__).parent.parent / "experiments" / "results" / "cpu_run"
+    config = run.read_config(shipped)
+    # The preset's run, made longer and stopped by a signal at the preset's length.
+    preset = config_lib.preset("cpu")
+    assert (
+        dataclasses.replace(
+            config,
+            total_env_steps=preset.total_env_steps,
+            checkpoints_to_keep=preset.checkpoints_to_keep,
+        )
+        == preset
+    )
+    learner = _learner(shipped)
+    assert int(learner.update) == preset.updates
+    evaluation = json.loads((shipped / "trained-80s.json").read_text())
+    assert evaluation["checkpoint_update"] == preset.updates
+    assert evaluation["trials"] == 100 and evaluation["timeout_s"] == 80.0
+
+
 def test_eval_reports_the_protocols_numbers(finished_run):
     # A short timeout keeps trials short; the protocol's 80 s is the command's default.
     config = run.read_config(finished_run.run_dir)
