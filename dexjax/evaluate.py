@@ -130,15 +130,17 @@ def load_learner(
     """The learning state of a run's checkpoint (the latest unless `step` is given), or of
     its policy file (`checkpoint.POLICY_FILE`) when the directory holds no checkpoint."""
     run_dir = pathlib.Path(run_dir)
-    policy_file = run_dir / checkpoint.POLICY_FILE
-    if policy_file.exists() and not (run_dir / "checkpoints").is_dir():
+    checkpoints, policy_file = run_dir / "checkpoints", run_dir / checkpoint.POLICY_FILE
+    if not checkpoints.is_dir():
+        if not policy_file.exists():
+            raise checkpoint.CheckpointError(f"no checkpoint in {run_dir}")
         learner = checkpoint.load_policy(policy_file, run_config.train, env)
         if step is not None and step != int(learner.update):
             raise checkpoint.CheckpointError(
                 f"{run_dir} holds only the policy of update {int(learner.update)}, not {step}"
             )
         return learner
-    mngr = checkpoint.manager(run_dir / "checkpoints")
+    mngr = checkpoint.manager(checkpoints)
     try:
         return checkpoint.restore(mngr, run_config.train, env, step)
     finally:

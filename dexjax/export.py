@@ -300,11 +300,6 @@ def load_run(
     """
     run_dir = pathlib.Path(run_dir)
     config = run.read_config(run_dir)  # a RunDirError (ValueError) when this is not a run
-    if (
-        not (run_dir / run.CHECKPOINT_DIR).is_dir()
-        and not (run_dir / checkpoint.POLICY_FILE).exists()
-    ):
-        raise checkpoint.CheckpointError(f"no checkpoint in {run_dir}: nothing to export")
     env = run.make_env(config)
     return config, env, evaluate.load_learner(run_dir, config, env, step)
 

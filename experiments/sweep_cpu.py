@@ -64,7 +64,7 @@ def summarize(name: str, run_dir: pathlib.Path, steps: int) -> dict:
     """The variant's figures over the last 20% of its updates up to `steps` env steps."""
     rows = [r for r in _rows(run_dir) if r["env_steps"] <= steps]
     if not rows:
-        return {"variant": name, "overrides": VARIANTS[name], "updates": 0}
+        return {"variant": name, "overrides": VARIANTS[name], "env_steps": 0}
     tail = rows[-max(1, len(rows) // 5) :]
 
     def mean(key):
@@ -180,7 +180,7 @@ def main(argv=None) -> int:
         "|---|---|---|---|---|---|---|",
     ]
     for s in summary:
-        if not s.get("updates", 1):
+        if not s["env_steps"]:  # not trained
             continue
         lines.append(
             f"| {s['variant']} | {_shown(s['overrides'])} | {s['env_steps']:,} | "
