@@ -35,6 +35,7 @@ from dexjax import scene as scene_lib
 
 GOAL_DISTRIBUTIONS = ("uniform", "flat", "yaw", "yaw_turn")
 RELATIVE_TO = ("current", "target", "center")
+TURN_DIRECTIONS = ("either", "counterclockwise", "clockwise")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +71,10 @@ class EnvConfig:
     when the goal is drawn, turned about vertical by an angle of magnitude in `goal_turn`:
     an easier curriculum stage, not in the paper)."""
     goal_turn: tuple[float, float] = (0.6, 1.2)
-    """Range (rad) of the turn magnitude of "yaw_turn" goals (either direction)."""
+    """Range (rad) of the turn magnitude of "yaw_turn" goals."""
+    goal_turn_direction: str = "either"
+    """Which way "yaw_turn" goals turn, seen from above: "either" (a fair coin per goal),
+    "counterclockwise" (a positive angle about the world's z axis) or "clockwise"."""
     success_threshold: float = 0.4
     """Rotation angle (rad) to the goal that counts as reaching it."""
     success_bonus: float = 5.0
@@ -109,6 +113,11 @@ class EnvConfig:
             raise ValueError("need substeps >= 1, settle_steps >= 0, settle_attempts >= 1")
         if not 0.0 <= self.goal_turn[0] <= self.goal_turn[1] <= math.pi:
             raise ValueError("goal_turn must be (low, high) with 0 <= low <= high <= pi")
+        if self.goal_turn_direction not in TURN_DIRECTIONS:
+            raise ValueError(
+                f"goal_turn_direction must be one of {TURN_DIRECTIONS}, "
+                f"not {self.goal_turn_direction!r}"
+            )
         if self.backend not in physics_lib.BACKENDS:
             raise ValueError(
                 f"unknown backend {self.backend!r}; choose one of {physics_lib.BACKENDS}"
@@ -623,7 +632,11 @@ class HandEnv:
             key_angle, key_sign = jax.random.split(key)
             low, high = self.config.goal_turn
             angle = jax.random.uniform(key_angle, (), minval=low, maxval=high)
-            angle = jnp.where(jax.random.bernoulli(key_sign), angle, -angle)
+            direction = self.config.goal_turn_direction
+            if direction == "either":
+                angle = jnp.where(jax.random.bernoulli(key_sign), angle, -angle)
+            elif direction == "clockwise":
+                angle = -angle
             turn = quat.from_axis_angle(jnp.array([0.0, 0.0, 1.0]), angle)
             return quat.multiply(turn, current)
         key_yaw, key_face = jax.random.split(key)

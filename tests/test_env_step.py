@@ -307,6 +307,20 @@ def test_yaw_turn_goals_turn_the_object_about_vertical_by_the_set_angle():
         make_env(goal_turn=(1.0, 0.5))
 
 
+@pytest.mark.parametrize("direction, sign", [("counterclockwise", 1.0), ("clockwise", -1.0)])
+def test_yaw_turn_goals_turn_one_way_when_asked(direction, sign):
+    env = make_env(goal_distribution="yaw_turn", goal_turn=(0.6, 0.8), goal_turn_direction=direction)
+    current = wxyz(Rotation.random(50, random_state=6))
+    keys = jax.random.split(jax.random.key(7), 50)
+    goals = np.asarray(jax.vmap(env.sample_goal)(keys, jnp.asarray(current, jnp.float32)))
+    rotvec = (rot(goals) * rot(current).inv()).as_rotvec()
+    np.testing.assert_allclose(rotvec[:, :2], 0.0, atol=2e-5)
+    turns = sign * rotvec[:, 2]  # seen from above, counterclockwise is +z
+    assert np.all((turns > 0.6 - 1e-4) & (turns < 0.8 + 1e-4))
+    with pytest.raises(ValueError, match="goal_turn_direction"):
+        make_env(goal_turn_direction="left")
+
+
 def _object_vertices(m):
     """Object vertices in the body frame, from the compiled model."""
     g = m.geom("object")
