@@ -309,7 +309,9 @@ def test_yaw_turn_goals_turn_the_object_about_vertical_by_the_set_angle():
 
 @pytest.mark.parametrize("direction, sign", [("counterclockwise", 1.0), ("clockwise", -1.0)])
 def test_yaw_turn_goals_turn_one_way_when_asked(direction, sign):
-    env = make_env(goal_distribution="yaw_turn", goal_turn=(0.6, 0.8), goal_turn_direction=direction)
+    env = make_env(
+        goal_distribution="yaw_turn", goal_turn=(0.6, 0.8), goal_turn_direction=direction
+    )
     current = wxyz(Rotation.random(50, random_state=6))
     keys = jax.random.split(jax.random.key(7), 50)
     goals = np.asarray(jax.vmap(env.sample_goal)(keys, jnp.asarray(current, jnp.float32)))
