@@ -361,7 +361,7 @@ def _write_video(args, config, env, learner, eval_config) -> None:
     path = render.write_gif(frames, args.video, 1.0 / env.config.control_dt, captions)
     end = "trial ended" if rec.ended else "trial goes on"
     print(
-        f"wrote {path}: {len(frames)} frames ({end}, {int(rec.successes[-1])} successes) "
+        f"wrote {path}: {len(frames)} frames ({end}, {rec.reached} successes) "
         f"in {time.time() - start:.0f} s"
     )
 

@@ -262,6 +262,7 @@ class TrialRecording:
     mocap_quat: np.ndarray  # [T, nmocap, 4] the goal marker's orientation (the goal)
     successes: np.ndarray  # [T] goals reached so far
     ended: bool  # the trial ended (drop, timeout or 50 successes) within the recording
+    reached: int  # goals reached in the recorded steps, the step that ended the trial included
     # With a pose estimator (vision trials), what it saw and how far off it was before each
     # step; the last frame of a trial that goes on has no step after it (NaN errors, the
     # previous step's images).
@@ -313,7 +314,8 @@ def record_trial(
         pose = (state.data.qpos[0], state.data.mocap_quat[0], state.task.successes[0])
         state = jax.vmap(env.step)(state, action)
         ends = state.metrics["env/episode_done"][0] > 0
-        return (state, lstm, state.done > 0, key), (pose, ends, record)
+        reached = state.metrics["env/successes"][0]  # after the step, before any reset
+        return (state, lstm, state.done > 0, key), (pose, ends, reached, record)
 
     @jax.jit
     def run(key: jax.Array, learner: checkpoint.LearnerState | None, vision):
@@ -326,12 +328,12 @@ def record_trial(
         # which MuJoCo Warp leaves `contact.geomcollisionid` uninitialized (a new cache key,
         # and a full recompile, in every process).
         body = functools.partial(step, learner, vision)
-        (last, *_), (poses, ends, record) = jax.lax.scan(body, carry, None, length=steps)
+        (last, *_), (poses, ends, reached, record) = jax.lax.scan(body, carry, None, length=steps)
         final = (last.data.qpos[0], last.data.mocap_quat[0], last.task.successes[0])
-        return poses, final, ends, record
+        return poses, final, ends, reached, record
 
     out = jax.device_get(run(jax.random.key(config.seed), learner, vision))
-    poses, final, ends, record = out
+    poses, final, ends, reached, record = out
     ends = np.asarray(ends)
     ended = bool(ends.any())
     # After its last step the environment has already reset: keep the poses before it.
@@ -344,7 +346,12 @@ def record_trial(
     if vision is not None:
         vision_fields = _vision_record(env, record, qpos, count)
     return TrialRecording(
-        qpos=qpos, mocap_quat=mocap_quat, successes=successes, ended=ended, **vision_fields
+        qpos=qpos,
+        mocap_quat=mocap_quat,
+        successes=successes,
+        ended=ended,
+        reached=int(np.asarray(reached)[min(count, steps) - 1]),
+        **vision_fields,
     )
 
 

@@ -457,6 +457,8 @@ def test_vision_video_shows_what_the_pose_network_saw(finished_run, pose_run, tm
     steps = 3
     rec = evaluate.record_trial(config, learner, evaluate.EvalConfig(), steps, vision=vision)
     count = len(rec.qpos)
+    # Goals reached: the frames' count, plus the one the trial may have ended on.
+    assert rec.reached == rec.successes[-1] or (rec.ended and rec.reached == rec.successes[-1] + 1)
     assert rec.camera_images.shape == (count, 3, 32, 32, 3)
     assert rec.position_error_mm.shape == rec.rotation_error_deg.shape == (count,)
     # Each recorded error is that of the network's estimate from the recorded images against
