@@ -1,6 +1,6 @@
 """Short CPU runs of the `cpu` preset with a few knobs changed each: what makes it learn.
 
-    python experiments/sweep_cpu.py --runs-dir runs/sweep [--steps 400000] [--only NAME ...]
+    python experiments/sweep_cpu.py --runs-dir runs/sweep [--steps 409600] [--only NAME ...]
         [--parallel 2] [--out experiments/results/cpu_sweep] [--summarize-only]
 
 Every variant is the `cpu` preset plus the overrides listed in VARIANTS, trained with
@@ -23,6 +23,7 @@ import numpy as np
 
 # The `cpu` preset's settings before this sweep, as overrides of the present preset.
 PREVIOUS = [
+    "env.goal_turn_direction=either",
     "env.relative_to=target",
     "env.goal_turn=0.6,1.2",
     "train.ppo.gamma=0.998",
@@ -48,8 +49,17 @@ VARIANTS: dict[str, list[str]] = {
         "env.randomization.unmodeled.enabled=false",
     ],
     "c128-ent0-lr1e-3": [*PREVIOUS, *_C128, "train.ppo.entropy_coef=0.0", "train.ppo.lr=0.001"],
-    # The preset as it is: 256 envs x 16 steps, no entropy bonus, 0.6-0.8 rad goals.
+    # 256 envs x 16 steps, no entropy bonus, 0.6-0.8 rad goals, turned either way.
+    "either-way": ["env.goal_turn_direction=either"],
+    # The preset as it is: the same, every goal a counterclockwise turn.
     "preset": [],
+    # One change each from the preset.
+    "current-relative": ["env.relative_to=current"],
+    "target-relative": ["env.relative_to=target"],
+    "networks-128-64": ["train.network.hidden=128", "train.network.lstm=64"],
+    "epochs-2": ["train.epochs=2"],
+    "lr-1e-3": ["train.ppo.lr=0.001"],
+    "128envs-x32steps": ["train.num_envs=128", "train.rollout_length=32"],
 }
 
 
@@ -90,7 +100,10 @@ def plot(names: list[str], runs_dir: pathlib.Path, path: pathlib.Path, steps: in
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for name in names:
+    for i, name in enumerate(names):
+        # 20 distinct colours; the preset in black.
+        style = {"color": "black", "linewidth": 2.0} if name == "preset" else {}
+        style = style or {"color": plt.cm.tab20(i % 20), "linewidth": 1.2}
         rows = [r for r in _rows(runs_dir / name) if r["env_steps"] <= steps]
         if not rows:
             continue
@@ -99,7 +112,7 @@ def plot(names: list[str], runs_dir: pathlib.Path, path: pathlib.Path, steps: in
             values = np.array([r[key] for r in rows])
             width = max(1, len(values) // 20)
             smooth = np.convolve(values, np.ones(width) / width, mode="valid")
-            ax.plot(env_steps[width - 1 :], smooth, label=name)
+            ax.plot(env_steps[width - 1 :], smooth, label=name, **style)
     axes[0].set_ylabel("successes so far in the running episodes")
     axes[1].set_ylabel("policy entropy (nats)")
     for ax in axes:
@@ -140,7 +153,7 @@ def _finished(run_dir: pathlib.Path, steps: int) -> bool:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs-dir", type=pathlib.Path, default=pathlib.Path("runs/sweep"))
-    parser.add_argument("--steps", type=int, default=400_000)
+    parser.add_argument("--steps", type=int, default=409_600)
     parser.add_argument("--only", nargs="+", choices=sorted(VARIANTS))
     parser.add_argument("--parallel", type=int, default=1, choices=(1, 2))
     parser.add_argument(
