@@ -32,8 +32,12 @@ PREVIOUS = [
     "train.rollout_length=10",
     "train.num_minibatches=2",
 ]
-_C128 = ["env.relative_to=center", "train.ppo.gamma=0.99", "train.num_envs=128"]
-_C128 += ["train.num_minibatches=4"]
+_C128 = [
+    "env.relative_to=center",
+    "train.ppo.gamma=0.99",
+    "train.num_envs=128",
+    "train.num_minibatches=4",
+]
 
 # name -> overrides of the cpu preset; each variant changes a few things from the one
 # above it.
@@ -102,8 +106,11 @@ def plot(names: list[str], runs_dir: pathlib.Path, path: pathlib.Path, steps: in
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for i, name in enumerate(names):
         # 20 distinct colours; the preset in black.
-        style = {"color": "black", "linewidth": 2.0} if name == "preset" else {}
-        style = style or {"color": plt.cm.tab20(i % 20), "linewidth": 1.2}
+        preset = name == "preset"
+        style = {
+            "color": "black" if preset else plt.cm.tab20(i % 20),
+            "linewidth": 2.0 if preset else 1.2,
+        }
         rows = [r for r in _rows(runs_dir / name) if r["env_steps"] <= steps]
         if not rows:
             continue
