@@ -33,7 +33,7 @@ from dexjax import quaternion as quat
 from dexjax import randomization as dr
 from dexjax import scene as scene_lib
 
-GOAL_DISTRIBUTIONS = ("uniform", "flat", "yaw", "yaw_turn")
+GOAL_DISTRIBUTIONS = ("uniform", "flat", "yaw", "yaw_turn", "turn")
 RELATIVE_TO = ("current", "target", "center")
 TURN_DIRECTIONS = ("either", "counterclockwise", "clockwise")
 
@@ -67,11 +67,12 @@ class EnvConfig:
     """Hold the two wrist joints at zero and act with the 18 finger actuators."""
     goal_distribution: str = "uniform"
     """"uniform" over SO(3) (the paper), "flat" (a face up, random yaw), "yaw" (a random
-    turn about vertical of the start orientation), or "yaw_turn" (the object's orientation
+    turn about vertical of the start orientation), "yaw_turn" (the object's orientation
     when the goal is drawn, turned about vertical by an angle of magnitude in `goal_turn`:
-    an easier curriculum stage, not in the paper)."""
+    an easier curriculum stage, not in the paper), or "turn" (the same, about an axis
+    drawn uniformly from the sphere: a stage between "yaw_turn" and "uniform")."""
     goal_turn: tuple[float, float] = (0.6, 1.2)
-    """Range (rad) of the turn magnitude of "yaw_turn" goals."""
+    """Range (rad) of the turn magnitude of "yaw_turn" and "turn" goals."""
     goal_turn_direction: str = "either"
     """Which way "yaw_turn" goals turn, seen from above: "either" (a fair coin per goal),
     "counterclockwise" (a positive angle about the world's z axis) or "clockwise"."""
@@ -621,24 +622,28 @@ class HandEnv:
     # ---- goals, observations, metrics --------------------------------------------------
 
     def sample_goal(self, key: jax.Array, current: jax.Array | None = None) -> jax.Array:
-        """A goal orientation from the configured distribution ("yaw_turn" goals turn the
-        `current` object orientation)."""
+        """A goal orientation from the configured distribution ("yaw_turn" and "turn" goals
+        turn the `current` object orientation)."""
         dist = self.config.goal_distribution
         if dist == "uniform":
             return quat.random_uniform(key)
-        if dist == "yaw_turn":
+        if dist in ("yaw_turn", "turn"):
             if current is None:
-                raise ValueError('"yaw_turn" goals need the current object orientation')
+                raise ValueError(f'"{dist}" goals need the current object orientation')
             key_angle, key_sign = jax.random.split(key)
             low, high = self.config.goal_turn
             angle = jax.random.uniform(key_angle, (), minval=low, maxval=high)
-            direction = self.config.goal_turn_direction
-            if direction == "either":
-                angle = jnp.where(jax.random.bernoulli(key_sign), angle, -angle)
-            elif direction == "clockwise":
-                angle = -angle
-            turn = quat.from_axis_angle(jnp.array([0.0, 0.0, 1.0]), angle)
-            return quat.multiply(turn, current)
+            if dist == "turn":  # the axis's sign covers both directions
+                axis = jax.random.normal(key_sign, (3,))
+                axis = axis / jnp.linalg.norm(axis)
+            else:
+                axis = jnp.array([0.0, 0.0, 1.0])
+                direction = self.config.goal_turn_direction
+                if direction == "either":
+                    angle = jnp.where(jax.random.bernoulli(key_sign), angle, -angle)
+                elif direction == "clockwise":
+                    angle = -angle
+            return quat.multiply(quat.from_axis_angle(axis, angle), current)
         key_yaw, key_face = jax.random.split(key)
         yaw = quat.random_yaw(key_yaw)
         if dist == "yaw":
