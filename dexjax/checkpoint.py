@@ -25,6 +25,9 @@ from flax import serialization, struct
 
 from dexjax import parallel, train
 
+CHECKPOINT_DIR = "checkpoints"
+"""The subdirectory of a run directory that holds its checkpoints."""
+
 
 class CheckpointError(RuntimeError):
     """A run directory has no usable checkpoint."""
@@ -167,3 +170,50 @@ def load_policy(path: pathlib.Path, config: train.TrainConfig, env) -> LearnerSt
         key_data=zeros(template.key_data),
         update=jnp.asarray(state["update"], template.update.dtype),
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Trained networks as the start of a new run
+
+
+def read_networks(run_dir: pathlib.Path) -> dict:
+    """The parameters and normalizers of a run directory's latest checkpoint, or of its
+    policy file when it holds no checkpoint, as state dicts (read without a config)."""
+    run_dir = pathlib.Path(run_dir)
+    checkpoints, policy_file = run_dir / CHECKPOINT_DIR, run_dir / POLICY_FILE
+    if checkpoints.is_dir():
+        mngr = manager(checkpoints)
+        try:
+            step = mngr.latest_step()
+            if step is None:
+                raise CheckpointError(f"no checkpoint in {checkpoints}")
+            state = mngr.restore(step, args=ocp.args.StandardRestore())
+        finally:
+            mngr.close()
+    elif policy_file.exists():
+        state = serialization.msgpack_restore(policy_file.read_bytes())
+    else:
+        raise CheckpointError(f"{run_dir} holds neither {CHECKPOINT_DIR}/ nor {POLICY_FILE}")
+    return {"params": state["params"], "normalizers": state["normalizers"]}
+
+
+def with_networks(runner: train.RunnerState, networks: dict, source: str) -> train.RunnerState:
+    """`runner` with the parameters and normalizers of `networks` (`read_networks`): a new
+    run that starts from trained networks, with its own optimizer, key and ADR state.
+    The networks must have this run's shapes (same network sizes and observations)."""
+    mine = (runner.params, runner.normalizers)
+    try:
+        theirs = (
+            serialization.from_state_dict(runner.params, networks["params"]),
+            serialization.from_state_dict(runner.normalizers, networks["normalizers"]),
+        )
+        theirs = jax.tree.map(jnp.asarray, theirs)
+        chex.assert_trees_all_equal_shapes_and_dtypes(theirs, mine)
+    except (KeyError, ValueError, AssertionError, TypeError) as error:
+        raise CheckpointError(
+            f"the networks in {source} do not fit this run's config: the network sizes, "
+            f"observations and actions must be the same ({type(error).__name__}: "
+            f"{str(error)[:300]})"
+        ) from error
+    params, normalizers = theirs
+    return train.own_buffers(runner.replace(params=params, normalizers=normalizers))

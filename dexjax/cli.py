@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
         help="override a config field, e.g. --set train.num_envs=64 (repeatable)",
     )
     train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its checkpoint")
+    train.add_argument(
+        "--init-from",
+        metavar="DIR",
+        help="start from the trained networks of this run (or saved policy) with a fresh "
+        "optimizer: a curriculum stage; the networks and observations must match",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--show-config", action="store_true", help="print the config and exit")
     dist = train.add_argument_group(
@@ -257,9 +263,10 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         if args.resume:
-            if args.preset or args.overrides or args.run_dir:
+            if args.preset or args.overrides or args.run_dir or args.init_from:
                 raise SystemExit(
-                    "--resume takes the run's own config: drop --preset/--set/--run-dir"
+                    "--resume takes the run's own config and networks: "
+                    "drop --preset/--set/--run-dir/--init-from"
                 )
             _print_devices(run.read_config(pathlib.Path(args.resume)))
             result = run.train(args.resume, resume=True, progress=not args.no_progress)
@@ -272,7 +279,15 @@ def _train(args: argparse.Namespace) -> int:
             run_dir = args.run_dir or f"runs/{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
             print(f"training preset {preset!r} into {run_dir}; the first chunk compiles")
             _print_devices(config)
-            result = run.train(run_dir, config, preset=preset, progress=not args.no_progress)
+            if args.init_from:
+                print(f"starting from the networks of {args.init_from}")
+            result = run.train(
+                run_dir,
+                config,
+                preset=preset,
+                init_from=args.init_from,
+                progress=not args.no_progress,
+            )
     except run.Interrupted as stop:
         print(stop, file=sys.stderr)
         return 128 + stop.signum

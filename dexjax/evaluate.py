@@ -130,7 +130,7 @@ def load_learner(
     """The learning state of a run's checkpoint (the latest unless `step` is given), or of
     its policy file (`checkpoint.POLICY_FILE`) when the directory holds no checkpoint."""
     run_dir = pathlib.Path(run_dir)
-    checkpoints, policy_file = run_dir / "checkpoints", run_dir / checkpoint.POLICY_FILE
+    checkpoints, policy_file = run_dir / checkpoint.CHECKPOINT_DIR, run_dir / checkpoint.POLICY_FILE
     if not checkpoints.is_dir():
         if not policy_file.exists():
             raise checkpoint.CheckpointError(f"no checkpoint in {run_dir}")

@@ -368,7 +368,7 @@ def check_compatible(policy: PolicySpec, config: config_lib.RunConfig, source: s
 def _finished_update(run_dir: pathlib.Path) -> int | None:
     from dexjax import checkpoint
 
-    mngr = checkpoint.manager(run_dir / "checkpoints")
+    mngr = checkpoint.manager(run_dir / checkpoint.CHECKPOINT_DIR)
     try:
         return mngr.latest_step()
     finally:

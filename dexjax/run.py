@@ -37,7 +37,7 @@ from dexjax import env as env_lib
 from dexjax import train as train_lib
 
 CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = checkpoint.CHECKPOINT_DIR
 VERSIONED = ("dexjax", "jax", "jaxlib", "mujoco", "mujoco-mjx", "flax", "optax", "brax")
 
 
@@ -116,13 +116,20 @@ def versions() -> dict[str, str]:
     return out
 
 
-def write_config(run_dir: pathlib.Path, config: config_lib.RunConfig, preset: str) -> None:
+def write_config(
+    run_dir: pathlib.Path,
+    config: config_lib.RunConfig,
+    preset: str,
+    init_from: str | pathlib.Path | None = None,
+) -> None:
     record = {
         "preset": preset,
         "config": config_lib.to_dict(config),
         "versions": versions(),
         "backend": jax.default_backend(),
     }
+    if init_from is not None:
+        record["init_from"] = str(init_from)
     (run_dir / CONFIG_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
@@ -180,12 +187,18 @@ def train(
     *,
     preset: str = "custom",
     resume: bool = False,
+    init_from: str | pathlib.Path | None = None,
     max_chunks: int | None = None,
     progress: bool = True,
     tensorboard: bool = True,
     watchdog_s: float = 3600.0,
 ) -> RunResult:
     """Train into `run_dir` (a new run from `config`, or the run there when `resume`).
+
+    `init_from` (a run directory or a directory of `dexjax save-policy`) starts a new run
+    from that run's trained networks and normalizers instead of fresh ones: a curriculum
+    stage. The optimizer, key and update count start fresh; the source is recorded in
+    the run's config file.
 
     `max_chunks` stops this invocation early (the run can be resumed later). SIGINT or
     SIGTERM stops it after the chunk in flight with a checkpoint (`Interrupted`); a run
@@ -196,9 +209,12 @@ def train(
 
     run_dir = pathlib.Path(run_dir)
     writer = parallel.is_writer()
+    networks = None
     if resume:
-        if config is not None:
-            raise RunDirError("a resumed run uses the config saved in its run directory")
+        if config is not None or init_from is not None:
+            raise RunDirError(
+                "a resumed run uses the config and networks saved in its run directory"
+            )
         config = read_config(run_dir)
     else:
         if config is None:
@@ -210,9 +226,12 @@ def train(
             )
         # Every process has checked the directory before process 0 writes into it.
         multihost_utils.sync_global_devices("dexjax run directory checked")
+        # Read before anything is written, so that a bad source leaves no run behind.
+        if init_from is not None:
+            networks = checkpoint.read_networks(init_from)
         if writer:
             run_dir.mkdir(parents=True, exist_ok=True)
-            write_config(run_dir, config, preset)
+            write_config(run_dir, config, preset, init_from)
 
     env = make_env(config)
     tc = config.train
@@ -233,6 +252,8 @@ def train(
             runner = checkpoint.with_learner_state(runner, learner)
         else:
             runner = train_lib.init(tc, env, jax.random.key(tc.seed))
+            if networks is not None:
+                runner = checkpoint.with_networks(runner, networks, str(init_from))
         update = int(runner.update)
         runner = train_lib.distribute(runner, mesh)
         total = config.updates

@@ -403,6 +403,44 @@ def test_cli_refuses_a_used_run_dir(finished_run, capsys):
 def test_cli_resume_takes_no_new_config():
     with pytest.raises(SystemExit, match="--resume takes the run's own config"):
         cli.main(["train", "--resume", "x", "--preset", "smoke"])
+    with pytest.raises(SystemExit, match="drop .*--init-from"):
+        cli.main(["train", "--resume", "x", "--init-from", "y"])
+
+
+def test_a_run_can_start_from_another_runs_networks(finished_run, tmp_path):
+    source = _learner(finished_run.run_dir)
+    config = _config(UPDATES_PER_CHUNK)  # the same networks and task: train_chunk is shared
+    result = run.train(
+        tmp_path / "b", config, init_from=finished_run.run_dir, max_chunks=1, progress=False
+    )
+    assert result.update == UPDATES_PER_CHUNK  # a new run: its own update count
+    record = json.loads((result.run_dir / run.CONFIG_FILE).read_text())
+    assert record["init_from"] == str(finished_run.run_dir)
+    learner = _learner(result.run_dir)
+    # The normalizers went on from the source's counts; a fresh run's would hold only its
+    # own steps.
+    seen = int(source.normalizers.policy_obs.count.to_numpy())
+    assert int(learner.normalizers.policy_obs.count.to_numpy()) == seen + UPDATES_PER_CHUNK * (
+        STEPS_PER_UPDATE
+    )
+    # The optimizer started fresh: its step count is this run's gradient steps.
+    counts = [
+        int(x)
+        for path, x in jax.tree_util.tree_leaves_with_path(learner.opt_state)
+        if "count" in jax.tree_util.keystr(path)
+    ]
+    steps = UPDATES_PER_CHUNK * config.train.epochs * config.train.num_minibatches
+    assert counts and set(counts) == {steps}
+
+
+def test_networks_of_another_size_are_a_clear_error(finished_run, tmp_path):
+    config = config_lib.override(_config(FULL_UPDATES), ["train.network.lstm=4"])
+    networks = checkpoint.read_networks(finished_run.run_dir)
+    runner = train.init(config.train, run.make_env(config), jax.random.key(0))
+    with pytest.raises(checkpoint.CheckpointError, match="do not fit this run's config"):
+        checkpoint.with_networks(runner, networks, "the source")
+    with pytest.raises(checkpoint.CheckpointError, match="holds neither"):
+        checkpoint.read_networks(tmp_path)
 
 
 def test_show_config_prints_the_overridden_config(capsys):
