@@ -451,3 +451,21 @@ def test_rows_not_reached_are_marked():
     rows = [experiments._not_yet(spec) for spec in table.rows]
     text = experiments.format_table(table, rows, SCALE)
     assert text.count("(not measured: the command stopped before this row)") == 5
+
+
+def test_the_uniform_goal_curriculum_changes_only_the_goals_of_the_cpu_preset():
+    """Each stage starts from the networks of the one before (--init-from), so every stage
+    must keep the cpu preset's networks, observations and actions; the last stage has the
+    paper's goals."""
+    script = runpy.run_path(str(ROOT / "experiments" / "cpu_uniform.py"))
+    cpu = config_lib.preset("cpu")
+    stages = script["STAGES"]
+    for stage in stages:
+        config = script["stage_config"](stage)
+        assert config.train == cpu.train
+        assert dataclasses.replace(config.env, goal_distribution="yaw_turn") == cpu.env
+        assert config.total_env_steps == stage.env_steps
+    assert [script["stage_config"](s).env.goal_distribution for s in stages] == ["turn", "uniform"]
+    assert run.read_config(script["SHIPPED"]) == config_lib.override(
+        cpu, ["total_env_steps=40000000", "checkpoints_to_keep=1000"]
+    )
