@@ -176,7 +176,7 @@ def load_policy(path: pathlib.Path, config: train.TrainConfig, env) -> LearnerSt
 # Trained networks as the start of a new run
 
 
-def read_networks(run_dir: pathlib.Path) -> dict:
+def _read_networks(run_dir: pathlib.Path) -> dict:
     """The parameters and normalizers of a run directory's latest checkpoint, or of its
     policy file when it holds no checkpoint, as state dicts (read without a config)."""
     run_dir = pathlib.Path(run_dir)
@@ -194,26 +194,38 @@ def read_networks(run_dir: pathlib.Path) -> dict:
         state = serialization.msgpack_restore(policy_file.read_bytes())
     else:
         raise CheckpointError(f"{run_dir} holds neither {CHECKPOINT_DIR}/ nor {POLICY_FILE}")
-    return {"params": state["params"], "normalizers": state["normalizers"]}
+    return state
 
 
-def with_networks(runner: train.RunnerState, networks: dict, source: str) -> train.RunnerState:
-    """`runner` with the parameters and normalizers of `networks` (`read_networks`): a new
-    run that starts from trained networks, with its own optimizer, key and ADR state.
-    The networks must have this run's shapes (same network sizes and observations)."""
-    mine = (runner.params, runner.normalizers)
+def read_networks(
+    run_dir: pathlib.Path, config: train.TrainConfig, env
+) -> tuple[train.Params, train.Normalizers]:
+    """The networks' parameters and the normalizers of a run directory's latest checkpoint
+    (or of its policy file), for a new run of `config` on `env` (`with_networks`): they
+    must have that run's shapes (the same network sizes, observations and actions)."""
+    state = _read_networks(run_dir)
+    template = jax.eval_shape(lambda key: train.init(config, env, key), jax.random.key(0))
+    mine = (template.params, template.normalizers)
     try:
         theirs = (
-            serialization.from_state_dict(runner.params, networks["params"]),
-            serialization.from_state_dict(runner.normalizers, networks["normalizers"]),
+            serialization.from_state_dict(template.params, state["params"]),
+            serialization.from_state_dict(template.normalizers, state["normalizers"]),
         )
         theirs = jax.tree.map(jnp.asarray, theirs)
         chex.assert_trees_all_equal_shapes_and_dtypes(theirs, mine)
     except (KeyError, ValueError, AssertionError, TypeError) as error:
         raise CheckpointError(
-            f"the networks in {source} do not fit this run's config: the network sizes, "
+            f"the networks in {run_dir} do not fit this run's config: the network sizes, "
             f"observations and actions must be the same ({type(error).__name__}: "
             f"{str(error)[:300]})"
         ) from error
-    params, normalizers = theirs
+    return theirs
+
+
+def with_networks(
+    runner: train.RunnerState, networks: tuple[train.Params, train.Normalizers]
+) -> train.RunnerState:
+    """`runner` with trained networks and normalizers (`read_networks`): a new run that
+    starts from them, with its own optimizer, key, update count and ADR state."""
+    params, normalizers = networks
     return train.own_buffers(runner.replace(params=params, normalizers=normalizers))

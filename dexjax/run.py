@@ -226,15 +226,16 @@ def train(
             )
         # Every process has checked the directory before process 0 writes into it.
         multihost_utils.sync_global_devices("dexjax run directory checked")
-        # Read before anything is written, so that a bad source leaves no run behind.
-        if init_from is not None:
-            networks = checkpoint.read_networks(init_from)
-        if writer:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_config(run_dir, config, preset, init_from)
 
     env = make_env(config)
     tc = config.train
+    if not resume:
+        # Read and checked before anything is written: a bad source leaves no run behind.
+        if init_from is not None:
+            networks = checkpoint.read_networks(init_from, tc, env)
+        if writer:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_config(run_dir, config, preset, init_from)
     mesh = parallel.env_mesh()
     parallel.check_divisible(tc.num_envs, tc.num_minibatches, mesh)
     mngr = checkpoint.manager(run_dir / CHECKPOINT_DIR, keep=config.checkpoints_to_keep)
@@ -253,7 +254,7 @@ def train(
         else:
             runner = train_lib.init(tc, env, jax.random.key(tc.seed))
             if networks is not None:
-                runner = checkpoint.with_networks(runner, networks, str(init_from))
+                runner = checkpoint.with_networks(runner, networks)
         update = int(runner.update)
         runner = train_lib.distribute(runner, mesh)
         total = config.updates

@@ -433,14 +433,13 @@ def test_a_run_can_start_from_another_runs_networks(finished_run, tmp_path):
     assert counts and set(counts) == {steps}
 
 
-def test_networks_of_another_size_are_a_clear_error(finished_run, tmp_path):
+def test_networks_of_another_size_are_a_clear_error_that_leaves_no_run(finished_run, tmp_path):
     config = config_lib.override(_config(FULL_UPDATES), ["train.network.lstm=4"])
-    networks = checkpoint.read_networks(finished_run.run_dir)
-    runner = train.init(config.train, run.make_env(config), jax.random.key(0))
     with pytest.raises(checkpoint.CheckpointError, match="do not fit this run's config"):
-        checkpoint.with_networks(runner, networks, "the source")
+        run.train(tmp_path / "c", config, init_from=finished_run.run_dir, progress=False)
+    assert not run.holds_run(tmp_path / "c")
     with pytest.raises(checkpoint.CheckpointError, match="holds neither"):
-        checkpoint.read_networks(tmp_path)
+        checkpoint.read_networks(tmp_path, config.train, run.make_env(config))
 
 
 def test_show_config_prints_the_overridden_config(capsys):
