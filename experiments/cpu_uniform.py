@@ -1,12 +1,13 @@
 """The paper's goals (uniform over all orientations) on a CPU, taught in stages.
 
     python experiments/cpu_uniform.py --runs-dir runs/uniform
-        [--from experiments/results/cpu_run] [--stop-after STAGE]
+        [--from experiments/results/cpu_run] [--first-stage STAGE] [--stop-after STAGE]
 
 Each stage is a run of the `cpu` preset (locked wrist, Dense 256 + LSTM 128, every
 randomization) with other goals, in RUNS_DIR/<stage>, that starts from the networks of
-the stage before it (`dexjax train --init-from`); the first starts from --from, by default
-the shipped `cpu` policy (counterclockwise turns about vertical). The command is
+the stage before it (`dexjax train --init-from`); the first stage run starts from --from,
+by default the shipped `cpu` policy (counterclockwise turns about vertical); with
+--first-stage, --from is a run or saved policy of the stage before it. The command is
 resumable: a finished stage is skipped, an interrupted one resumed from its checkpoint
 (Ctrl-C or SIGTERM checkpoints the update in flight).
 
@@ -67,15 +68,17 @@ def main(argv=None) -> int:
         dest="start",
         type=pathlib.Path,
         default=SHIPPED,
-        help="networks of the first stage (a run or saved policy of the cpu preset)",
+        help="networks the first stage run starts from (a run or saved policy)",
     )
+    names = [s.name for s in STAGES]
     parser.add_argument(
-        "--stop-after", choices=[s.name for s in STAGES], help="the last stage to run"
+        "--first-stage", choices=names, default=names[0], help="skip the stages before it"
     )
+    parser.add_argument("--stop-after", choices=names, help="the last stage to run")
     args = parser.parse_args(argv)
 
     source = args.start
-    for stage in STAGES:
+    for stage in STAGES[names.index(args.first_stage) :]:
         run_dir = args.runs_dir / stage.name
         config = stage_config(stage)
         try:
