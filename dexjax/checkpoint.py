@@ -176,9 +176,9 @@ def load_policy(path: pathlib.Path, config: train.TrainConfig, env) -> LearnerSt
 # Trained networks as the start of a new run
 
 
-def _read_networks(run_dir: pathlib.Path) -> dict:
-    """The parameters and normalizers of a run directory's latest checkpoint, or of its
-    policy file when it holds no checkpoint, as state dicts (read without a config)."""
+def _read_state(run_dir: pathlib.Path) -> dict:
+    """What a run directory's latest checkpoint holds, or its policy file when it holds no
+    checkpoint, as state dicts (read without a config)."""
     run_dir = pathlib.Path(run_dir)
     checkpoints, policy_file = run_dir / CHECKPOINT_DIR, run_dir / POLICY_FILE
     if checkpoints.is_dir():
@@ -203,7 +203,7 @@ def read_networks(
     """The networks' parameters and the normalizers of a run directory's latest checkpoint
     (or of its policy file), for a new run of `config` on `env` (`with_networks`): they
     must have that run's shapes (the same network sizes, observations and actions)."""
-    state = _read_networks(run_dir)
+    state = _read_state(run_dir)
     template = jax.eval_shape(lambda key: train.init(config, env, key), jax.random.key(0))
     mine = (template.params, template.normalizers)
     try:
