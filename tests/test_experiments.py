@@ -469,3 +469,17 @@ def test_the_uniform_goal_curriculum_changes_only_the_goals_of_the_cpu_preset():
     assert run.read_config(script["SHIPPED"]) == config_lib.override(
         cpu, ["total_env_steps=40000000", "checkpoints_to_keep=1000"]
     )
+
+
+def test_the_shipped_first_stage_is_the_scripts_and_loads():
+    from dexjax import evaluate
+
+    script = runpy.run_path(str(ROOT / "experiments" / "cpu_uniform.py"))
+    shipped = ROOT / "experiments" / "results" / "cpu_uniform" / "1-turn"
+    config = script["stage_config"](script["STAGES"][0])
+    assert run.read_config(shipped) == config
+    learner = evaluate.load_learner(shipped, config, run.make_env(config))
+    assert int(learner.update) == config.updates
+    evaluation = json.loads((shipped / "trained-turn-80s.json").read_text())
+    assert evaluation["checkpoint_update"] == config.updates
+    assert evaluation["trials"] == 100 and evaluation["timeout_s"] == 80.0
