@@ -90,6 +90,13 @@ def save(mngr: ocp.CheckpointManager, runner: train.RunnerState) -> int:
     return step
 
 
+def _template(config: train.TrainConfig, env) -> LearnerState:
+    """The shapes of a fresh learner, traced without running anything."""
+    return jax.eval_shape(
+        lambda key: learner_state(train.init(config, env, key)), jax.random.key(0)
+    )
+
+
 def restore(
     mngr: ocp.CheckpointManager, config: train.TrainConfig, env, step: int | None = None
 ) -> LearnerState:
@@ -99,10 +106,7 @@ def restore(
         raise CheckpointError(f"no checkpoint in {mngr.directory}")
     if step not in mngr.all_steps():
         raise CheckpointError(f"no checkpoint of update {step} in {mngr.directory}")
-    # The shapes of a fresh learner, traced without running anything.
-    target = jax.eval_shape(
-        lambda key: learner_state(train.init(config, env, key)), jax.random.key(0)
-    )
+    target = _template(config, env)
     # Whole on this process's first device: without a sharding, orbax restores arrays
     # that span every process, which a single-device runner cannot take.
     local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -140,33 +144,41 @@ def save_policy(path: pathlib.Path, learner: LearnerState) -> None:
     )
 
 
+def _restore_fields(template, state: dict, names: tuple[str, ...], failure: str) -> dict:
+    """The fields `names` of the state dict `state` as arrays in the structure of
+    `template` (a LearnerState of shapes), which they must match in shape and dtype;
+    otherwise a CheckpointError that starts with `failure`."""
+    try:
+        loaded = {
+            name: serialization.from_state_dict(getattr(template, name), state[name])
+            for name in names
+        }
+        chex.assert_trees_all_equal_shapes_and_dtypes(
+            [loaded[n] for n in names], [getattr(template, n) for n in names]
+        )
+    except (KeyError, ValueError, AssertionError, TypeError) as error:
+        raise CheckpointError(f"{failure} ({type(error).__name__}: {str(error)[:300]})") from error
+    return {name: jax.tree.map(jnp.asarray, loaded[name]) for name in names}
+
+
 def load_policy(path: pathlib.Path, config: train.TrainConfig, env) -> LearnerState:
     """A LearnerState from a policy file of a run of `config` on `env`: the optimizer state
     and key are zeros (enough to act, not to resume)."""
-    template = jax.eval_shape(
-        lambda key: learner_state(train.init(config, env, key)), jax.random.key(0)
-    )
+    template = _template(config, env)
     try:
         state = serialization.msgpack_restore(pathlib.Path(path).read_bytes())
-        loaded = {
-            name: serialization.from_state_dict(getattr(template, name), state[name])
-            for name in ("params", "normalizers", "adr")
-        }
-        chex.assert_trees_all_equal_shapes_and_dtypes(
-            [loaded[n] for n in ("params", "normalizers", "adr")],
-            [getattr(template, n) for n in ("params", "normalizers", "adr")],
-        )
-    except (KeyError, ValueError, AssertionError, TypeError) as error:
-        raise CheckpointError(
-            f"{path} does not hold a policy of this run's config ({type(error).__name__}: "
-            f"{str(error)[:300]})"
-        ) from error
+    except ValueError as error:
+        raise CheckpointError(f"{path} is not a policy file ({error})") from error
+    loaded = _restore_fields(
+        template,
+        state,
+        ("params", "normalizers", "adr"),
+        f"{path} does not hold a policy of this run's config",
+    )
     zeros = lambda s: jnp.zeros(s.shape, s.dtype)  # noqa: E731
     return LearnerState(
-        params=jax.tree.map(jnp.asarray, loaded["params"]),
+        **loaded,
         opt_state=jax.tree.map(zeros, template.opt_state),
-        normalizers=jax.tree.map(jnp.asarray, loaded["normalizers"]),
-        adr=jax.tree.map(jnp.asarray, loaded["adr"]),
         key_data=zeros(template.key_data),
         update=jnp.asarray(state["update"], template.update.dtype),
     )
@@ -203,23 +215,14 @@ def read_networks(
     """The networks' parameters and the normalizers of a run directory's latest checkpoint
     (or of its policy file), for a new run of `config` on `env` (`with_networks`): they
     must have that run's shapes (the same network sizes, observations and actions)."""
-    state = _read_state(run_dir)
-    template = jax.eval_shape(lambda key: train.init(config, env, key), jax.random.key(0))
-    mine = (template.params, template.normalizers)
-    try:
-        theirs = (
-            serialization.from_state_dict(template.params, state["params"]),
-            serialization.from_state_dict(template.normalizers, state["normalizers"]),
-        )
-        theirs = jax.tree.map(jnp.asarray, theirs)
-        chex.assert_trees_all_equal_shapes_and_dtypes(theirs, mine)
-    except (KeyError, ValueError, AssertionError, TypeError) as error:
-        raise CheckpointError(
-            f"the networks in {run_dir} do not fit this run's config: the network sizes, "
-            f"observations and actions must be the same ({type(error).__name__}: "
-            f"{str(error)[:300]})"
-        ) from error
-    return theirs
+    loaded = _restore_fields(
+        _template(config, env),
+        _read_state(run_dir),
+        ("params", "normalizers"),
+        f"the networks in {run_dir} do not fit this run's config: the network sizes, "
+        "observations and actions must be the same",
+    )
+    return loaded["params"], loaded["normalizers"]
 
 
 def with_networks(
