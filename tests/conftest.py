@@ -1,13 +1,13 @@
 """Shared test setup: XLA flags, JAX's persistent compilation cache, and ONE compiled env.
 
-On a CPU the environment's physics is MuJoCo's C engine (the `auto` backend); its
-programs compile in seconds but, holding a host callback, are not kept in JAX's
-persistent cache. Every test that runs the environment reuses the same `env` object and
-the same jitted, vmapped `reset_fn` / `step_fn` on a batch of `BATCH` environments (same
-static shapes and dtypes, so nothing recompiles). The MJX backend is compiled only by the
-parity tests (test_backends.py) and the tests of MJX itself; its executables are stored in
-the persistent cache (~/.cache/dexjax/jax-compilation-cache), which makes later runs of
-the suite faster.
+On a CPU the environment's physics is MuJoCo's C engine (the `auto` backend). Every test
+that runs the environment reuses the same `env` object and the same jitted, vmapped
+`reset_fn` / `step_fn` on a batch of `BATCH` environments (same static shapes and dtypes,
+so nothing recompiles). The MJX backend is compiled only by the parity tests
+(test_backends.py) and the tests of MJX itself. Executables of both backends are stored
+in the persistent cache (~/.cache/dexjax/jax-compilation-cache): processes started by the
+tests (notebooks, command lines, killed and resumed runs) load what another compiled, and
+later runs of the suite are faster.
 
 The randomization tests add ONE randomized env (`env_dr`) of which only the vmapped
 `step` is compiled (`step_dr_fn`); its starting batch `dr_state` reuses `reset_state`.

@@ -257,3 +257,27 @@ def test_c_step_runs_with_one_thread_as_with_two(env, step_fn, reset_state):
     b = to_numpy(step_fn(reset_state, action))
     np.testing.assert_array_equal(a.data.qpos, b.data.qpos)
     np.testing.assert_array_equal(a.obs["privileged_state"], b.obs["privileged_state"])
+
+
+def test_a_repeated_engine_call_is_answered_without_stepping_again(env, reset_state):
+    """With the batch split over several local CPU devices every device makes the same
+    host call; the engine steps once and hands the others the same results."""
+    engine, m = env.physics.engine, env.mj_model
+    data = reset_state.data
+    params = {
+        k: np.asarray(getattr(env.mjx_model, k))[None].repeat(BATCH, 0)
+        for k in physics.RANDOMIZED_FIELDS
+    }
+    params["gravity"] = np.tile(np.asarray(m.opt.gravity, np.float32), (BATCH, 1))
+    params["timestep"] = np.full(BATCH, m.opt.timestep, np.float32)
+    args = [np.asarray(a) for a in (data.qpos, data.qvel, data.ctrl, data.xfrc_applied)]
+    before = engine.seconds["rollout"]
+    first = engine.step(*args, params, 3)
+    stepped = engine.seconds["rollout"]
+    again = engine.step(*[a.copy() for a in args], params, 3)
+    assert stepped > before and engine.seconds["rollout"] == stepped  # no second rollout
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    args[0] = args[0] + 1e-3  # other arguments: stepped anew
+    engine.step(*args, params, 3)
+    assert engine.seconds["rollout"] > stepped

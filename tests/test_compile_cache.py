@@ -11,6 +11,10 @@ closes over the scene in two fresh processes with different string-hash seeds, a
 the two. (Fresh processes, as a new `dexjax` command is: names of host callbacks count
 those made earlier in the process, so a test process that rendered before lowers other
 names.)
+
+Programs of the C physics backend call MuJoCo on the host; XLA never caches a program that
+holds a Python callback, so they call named FFI targets instead (`dexjax.host_calls`). A
+second process loads the C backend's environment step from the cache the first wrote.
 """
 
 import os
@@ -96,3 +100,38 @@ def test_render_program_is_the_same_in_another_process(tmp_path):
             f"the lowered programs differ ({len(here)} vs {len(there)} characters); "
             f"first differing lines (index, here, there): {diff[:3]}"
         )
+
+
+_C_STEP_CHILD = """
+import sys
+from dexjax import runtime
+runtime.configure_jax(sys.argv[1])
+import jax
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+events = []
+jax.monitoring.register_event_listener(lambda event, **kwargs: events.append(event))
+from dexjax import env as env_lib
+env = env_lib.make_env(backend="c", settle_steps=1)
+state = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), 2))
+action = jax.numpy.zeros((2, env.action_size))
+step = jax.jit(jax.vmap(env.step))
+events.clear()
+state = jax.block_until_ready(step(state, action))
+hits = events.count("/jax/compilation_cache/cache_hits")
+misses = events.count("/jax/compilation_cache/cache_misses")
+print(f"hits {hits} misses {misses} finite {bool(jax.numpy.isfinite(state.obs['state']).all())}")
+"""
+
+
+def test_a_c_backend_step_compiled_in_one_process_is_loaded_by_the_next(tmp_path):
+    lines = []
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, "-c", _C_STEP_CHILD, str(tmp_path / "cache")],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        lines.append(result.stdout.strip().splitlines()[-1])
+    assert lines == ["hits 0 misses 1 finite True", "hits 1 misses 0 finite True"]
