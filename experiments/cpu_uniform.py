@@ -11,11 +11,16 @@ by default the shipped `cpu` policy (counterclockwise turns about vertical); wit
 resumable: a finished stage is skipped, an interrupted one resumed from its checkpoint
 (Ctrl-C or SIGTERM checkpoints the update in flight).
 
-The stages, at ~2,000 env steps/s on 2 cores (the preset's own hour comes first):
-  1-turn     goals turned 0.6-0.8 rad about an axis drawn from the whole sphere   1 h
-  2-uniform  the paper's goals: uniform over all orientations                     8 h
+The stages, at ~2,000 env steps/s on 2 cores (the preset's own hour comes first), each
+short enough to run in one sitting and ship its policy (a later stage can start from it on
+another machine with --first-stage and --from):
+  1-turn       goals turned 0.6-0.8 rad about an axis drawn from the whole sphere    1 h
+  2-wider      the same with turns of 0.6-1.6 rad                                    1 h
+  3-uniform-a  the paper's goals: uniform over all orientations                      2 h
+  3-uniform-b  the same, continued (a fresh optimizer)                               2 h
+  3-uniform-c  the same, continued                                                   2 h
 
-Evaluate a stage with the paper's protocol: `dexjax eval RUNS_DIR/2-uniform`.
+Evaluate a stage with the paper's protocol: `dexjax eval RUNS_DIR/3-uniform-a`.
 """
 
 import argparse
@@ -34,9 +39,14 @@ class Stage:
     env_steps: int
 
 
+HOUR = 7_331_840  # env steps: 1,790 updates of the preset, an hour on 2 cores
+UNIFORM = ("env.goal_distribution=uniform",)
 STAGES = (
-    Stage("1-turn", ("env.goal_distribution=turn",), 7_331_840),
-    Stage("2-uniform", ("env.goal_distribution=uniform",), 58_982_400),
+    Stage("1-turn", ("env.goal_distribution=turn",), HOUR),
+    Stage("2-wider", ("env.goal_distribution=turn", "env.goal_turn=0.6,1.6"), HOUR),
+    Stage("3-uniform-a", UNIFORM, 2 * HOUR),
+    Stage("3-uniform-b", UNIFORM, 2 * HOUR),
+    Stage("3-uniform-c", UNIFORM, 2 * HOUR),
 )
 SHIPPED = pathlib.Path(__file__).parent / "results" / "cpu_run"
 

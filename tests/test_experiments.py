@@ -463,9 +463,16 @@ def test_the_uniform_goal_curriculum_changes_only_the_goals_of_the_cpu_preset():
     for stage in stages:
         config = script["stage_config"](stage)
         assert config.train == cpu.train
-        assert dataclasses.replace(config.env, goal_distribution="yaw_turn") == cpu.env
+        goals = dict(goal_distribution="yaw_turn", goal_turn=cpu.env.goal_turn)
+        assert dataclasses.replace(config.env, **goals) == cpu.env
         assert config.total_env_steps == stage.env_steps
-    assert [script["stage_config"](s).env.goal_distribution for s in stages] == ["turn", "uniform"]
+    configs = [script["stage_config"](s).env for s in stages]
+    assert [(c.goal_distribution, c.goal_turn) for c in configs[:2]] == [
+        ("turn", (0.6, 0.8)),
+        ("turn", (0.6, 1.6)),
+    ]
+    assert {c.goal_distribution for c in configs[2:]} == {"uniform"}
+    assert sum(s.env_steps for s in stages) / script["HOUR"] <= 9  # with the preset's hour: 10
     assert run.read_config(script["SHIPPED"]) == config_lib.override(
         cpu, ["total_env_steps=40000000", "checkpoints_to_keep=1000"]
     )
