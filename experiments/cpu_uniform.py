@@ -39,7 +39,7 @@ class Stage:
     env_steps: int
 
 
-HOUR = 7_331_840  # env steps: 1,790 updates of the preset, an hour on 2 cores
+HOUR = config_lib.preset("cpu").total_env_steps  # the preset's run: an hour on 2 cores
 UNIFORM = ("env.goal_distribution=uniform",)
 STAGES = (
     Stage("1-turn", ("env.goal_distribution=turn",), HOUR),
