@@ -163,11 +163,14 @@ def _parser() -> argparse.ArgumentParser:
 
     keep = sub.add_parser(
         "save-policy",
-        help="copy a run's policy (parameters and normalizers, no optimizer state) and "
-        "config to a small directory that eval, export and the notebooks take as a run",
+        help="copy a run's policy (parameters and normalizers, no optimizer state), config "
+        "and learning curves to a small directory that eval, export, plot and the notebooks "
+        "take as a run",
     )
     keep.add_argument("run_dir", help="a run directory written by dexjax train")
-    keep.add_argument("out", help="directory to write config.json and policy.msgpack to")
+    keep.add_argument(
+        "out", help="directory to write config.json, policy.msgpack, metrics.csv and curves.png to"
+    )
     keep.add_argument("--checkpoint", type=int, help="update of the checkpoint (default: latest)")
 
     # `dexjax vision <command>`: each subcommand sets `run`, the function that runs it.
@@ -513,7 +516,7 @@ def _save_policy(args: argparse.Namespace) -> int:
     import pathlib
     import shutil
 
-    from dexjax import checkpoint, evaluate, run
+    from dexjax import checkpoint, evaluate, logs, run
 
     run_dir, out = pathlib.Path(args.run_dir), pathlib.Path(args.out)
     config = run.read_config(run_dir)
@@ -524,9 +527,15 @@ def _save_policy(args: argparse.Namespace) -> int:
     shutil.copy(run_dir / run.CONFIG_FILE, out / run.CONFIG_FILE)
     checkpoint.save_policy(out / checkpoint.POLICY_FILE, learner)
     size = (out / checkpoint.POLICY_FILE).stat().st_size
+    carried = "its config"
+    rows = logs.read_metrics(run_dir, max_update=int(learner.update))
+    if rows:  # the learning curve up to the saved update
+        logs.write_metrics_csv(rows, out / logs.METRICS_CSV_FILE)
+        logs.plot_curves(rows, out / logs.CURVES_FILE, title=str(run_dir))
+        carried += f", {logs.METRICS_CSV_FILE} and {logs.CURVES_FILE}"
     print(
         f"saved the policy of update {int(learner.update)} of {run_dir} to "
-        f"{out / checkpoint.POLICY_FILE} ({size / 1e6:.1f} MB) with its config"
+        f"{out / checkpoint.POLICY_FILE} ({size / 1e6:.1f} MB) with {carried}"
     )
     return 0
 

@@ -2,9 +2,12 @@
 
 `metrics.jsonl` holds one JSON object per PPO update with keys as `scope/name`
 ("loss/entropy", "env/successes_at_end", "time/env_steps_per_s", ...) plus "update" and
-"env_steps". TensorBoard reads the event files in `tensorboard/`.
+"env_steps". TensorBoard reads the event files in `tensorboard/`. A shipped policy
+(`dexjax save-policy`) carries the curves' columns as `metrics.csv` instead, and
+`read_metrics` reads either.
 """
 
+import csv
 import json
 import math
 import pathlib
@@ -12,6 +15,7 @@ import pathlib
 import numpy as np
 
 METRICS_FILE = "metrics.jsonl"
+METRICS_CSV_FILE = "metrics.csv"
 CURVES_FILE = "curves.png"
 
 
@@ -55,11 +59,12 @@ def _json_number(value) -> float | int | None:
 
 
 def read_metrics(run_dir: pathlib.Path, max_update: int | None = None) -> list[dict]:
-    """The rows of a run's `metrics.jsonl`; rows after `max_update` are dropped (a resumed
-    run rewinds to its checkpoint and logs those updates again: the later copy wins)."""
+    """The rows of a run's `metrics.jsonl` (or, in a shipped policy's directory, of its
+    `metrics.csv`); rows after `max_update` are dropped (a resumed run rewinds to its
+    checkpoint and logs those updates again: the later copy wins)."""
     path = pathlib.Path(run_dir) / METRICS_FILE
     if not path.exists():
-        return []
+        return _read_csv(pathlib.Path(run_dir) / METRICS_CSV_FILE, max_update)
     rows: dict[int, dict] = {}
     with open(path) as f:
         for line in f:
@@ -75,6 +80,38 @@ def read_metrics(run_dir: pathlib.Path, max_update: int | None = None) -> list[d
     return [rows[k] for k in sorted(rows)]
 
 
+def write_metrics_csv(rows: list[dict], path: pathlib.Path) -> pathlib.Path:
+    """The columns the curves need (`CSV_COLUMNS`) of `rows`, as CSV; a value a row lacks
+    or that was not finite is left empty."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        for row in rows:
+            writer.writerow(_csv_cell(row.get(key)) for key in CSV_COLUMNS)
+    return pathlib.Path(path)
+
+
+def _csv_cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.6g}"
+
+
+def _read_csv(path: pathlib.Path, max_update: int | None) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, newline="") as f:
+        for record in csv.DictReader(f):
+            row = {k: None if v == "" else float(v) for k, v in record.items()}
+            row["update"], row["env_steps"] = int(row["update"]), int(row["env_steps"])
+            if max_update is None or row["update"] <= max_update:
+                rows.append(row)
+    return rows
+
+
 PANELS = (
     ("successes per episode", "env/successes_at_end"),
     ("episode return", "train/episode_return"),
@@ -84,6 +121,14 @@ PANELS = (
     ("approx. KL", "loss/approx_kl"),
     ("explained variance", "train/explained_variance"),
     ("env steps / s", "time/env_steps_per_s"),
+)
+CSV_COLUMNS = (
+    "update",
+    "env_steps",
+    *(key for _, key in PANELS),
+    "env/successes",
+    "env/goal_distance",
+    "time/elapsed_s",
 )
 
 

@@ -287,8 +287,20 @@ def test_a_damaged_checkpoint_is_a_clear_error(finished_run, tmp_path):
 def test_save_policy_ships_what_eval_and_export_load(finished_run, tmp_path, capsys):
     shipped = tmp_path / "shipped"
     assert cli.main(["save-policy", str(finished_run.run_dir), str(shipped)]) == 0
-    assert sorted(p.name for p in shipped.iterdir()) == [run.CONFIG_FILE, checkpoint.POLICY_FILE]
+    assert sorted(p.name for p in shipped.iterdir()) == sorted(
+        [run.CONFIG_FILE, checkpoint.POLICY_FILE, logs.METRICS_CSV_FILE, logs.CURVES_FILE]
+    )
     assert f"update {FULL_UPDATES}" in capsys.readouterr().out
+    # The learning curve travels: the curves' columns of every update, to 6 digits.
+    rows, shipped_rows = logs.read_metrics(finished_run.run_dir), logs.read_metrics(shipped)
+    assert [r["update"] for r in shipped_rows] == list(range(1, FULL_UPDATES + 1))
+    for row, shipped_row in zip(rows, shipped_rows, strict=True):
+        assert set(shipped_row) == set(logs.CSV_COLUMNS)
+        for key in logs.CSV_COLUMNS:
+            if row.get(key) is None:
+                assert shipped_row[key] is None
+            else:
+                np.testing.assert_allclose(shipped_row[key], row[key], rtol=1e-5)
     original, loaded = _learner(finished_run.run_dir), _learner(shipped)
     assert int(loaded.update) == FULL_UPDATES
     for name in ("params", "normalizers", "adr"):
@@ -461,6 +473,27 @@ def test_plot_command_draws_curves_with_a_baseline(finished_run, tmp_path):
     assert cli.main(argv) == 0
     assert out.read_bytes().startswith(b"\x89PNG")
     assert logs.baseline_from_eval(summary)["train/terminations_per_episode"] == 0.5
+
+
+def test_metrics_csv_round_trip_and_the_shipped_curves(tmp_path):
+    rows = [
+        {"update": 1, "env_steps": 4096, "env/successes_at_end": 0, "loss/entropy": 12.3456789},
+        {"update": 2, "env_steps": 8192, "env/successes_at_end": 0.25, "loss/entropy": None},
+        {"update": 3, "env_steps": 12288, "env/successes_at_end": 1.5, "loss/approx_kl": 1e-7},
+    ]
+    logs.write_metrics_csv(rows, tmp_path / logs.METRICS_CSV_FILE)
+    back = logs.read_metrics(tmp_path)
+    assert [(r["update"], r["env_steps"]) for r in back] == [(1, 4096), (2, 8192), (3, 12288)]
+    assert [r["env/successes_at_end"] for r in back] == [0.0, 0.25, 1.5]
+    assert [r["loss/entropy"] for r in back] == [12.3457, None, None]  # 6 digits; missing
+    assert back[2]["loss/approx_kl"] == 1e-7
+    assert [r["update"] for r in logs.read_metrics(tmp_path, max_update=2)] == [1, 2]
+    # The shipped cpu policy's curve (written before this writer, with fewer columns): the
+    # preset's run, every update.
+    shipped = pathlib.Path(__file__).parent.parent / "experiments" / "results" / "cpu_run"
+    curve = logs.read_metrics(shipped)
+    assert [r["update"] for r in curve] == list(range(1, config_lib.preset("cpu").updates + 1))
+    assert np.all(np.diff([r["env_steps"] for r in curve]) > 0)
 
 
 @pytest.fixture(scope="module")
