@@ -531,7 +531,7 @@ def _save_policy(args: argparse.Namespace) -> int:
     rows = logs.read_metrics(run_dir, max_update=int(learner.update))
     if rows:  # the learning curve up to the saved update
         logs.write_metrics_csv(rows, out / logs.METRICS_CSV_FILE)
-        logs.plot_curves(rows, out / logs.CURVES_FILE, title=str(run_dir))
+        logs.plot_curves(rows, out / logs.CURVES_FILE, title=str(out))
         carried += f", {logs.METRICS_CSV_FILE} and {logs.CURVES_FILE}"
     print(
         f"saved the policy of update {int(learner.update)} of {run_dir} to "
