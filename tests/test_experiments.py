@@ -455,14 +455,15 @@ def test_rows_not_reached_are_marked():
 
 def test_the_uniform_goal_curriculum_changes_only_the_goals_of_the_cpu_preset():
     """Each stage starts from the networks of the one before (--init-from), so every stage
-    must keep the cpu preset's networks, observations and actions; the last stage has the
-    paper's goals."""
+    must keep the cpu preset's networks, observations and actions; the last stages have the
+    paper's goals, the later ones with a small entropy bonus."""
     script = runpy.run_path(str(ROOT / "experiments" / "cpu_uniform.py"))
     cpu = config_lib.preset("cpu")
     stages = script["STAGES"]
     for stage in stages:
         config = script["stage_config"](stage)
-        assert config.train == cpu.train
+        ppo = dataclasses.replace(config.train.ppo, entropy_coef=cpu.train.ppo.entropy_coef)
+        assert dataclasses.replace(config.train, ppo=ppo) == cpu.train
         goals = dict(goal_distribution="yaw_turn", goal_turn=cpu.env.goal_turn)
         assert dataclasses.replace(config.env, **goals) == cpu.env
         assert config.total_env_steps == stage.env_steps
@@ -472,6 +473,8 @@ def test_the_uniform_goal_curriculum_changes_only_the_goals_of_the_cpu_preset():
         ("turn", (0.6, 1.6)),
     ]
     assert {c.goal_distribution for c in configs[2:]} == {"uniform"}
+    entropy = [script["stage_config"](s).train.ppo.entropy_coef for s in stages]
+    assert entropy == [0.0, 0.0, 0.0, 0.003, 0.003]
     assert sum(s.env_steps for s in stages) / script["HOUR"] <= 9  # with the preset's hour: 10
     assert run.read_config(script["SHIPPED"]) == config_lib.override(
         cpu, ["total_env_steps=40000000", "checkpoints_to_keep=1000"]
