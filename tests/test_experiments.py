@@ -454,9 +454,10 @@ def test_rows_not_reached_are_marked():
 
 
 def test_the_uniform_goal_curriculum_changes_only_the_goals_of_the_cpu_preset():
-    """Each stage starts from the networks of the one before (--init-from), so every stage
+    """Each stage starts from the networks of an earlier one (--init-from), so every stage
     must keep the cpu preset's networks, observations and actions; the last stages have the
-    paper's goals, the later ones with a small entropy bonus."""
+    paper's goals, and both later uniform stages continue the first, one of them with a
+    small entropy bonus."""
     script = runpy.run_path(str(ROOT / "experiments" / "cpu_uniform.py"))
     cpu = config_lib.preset("cpu")
     stages = script["STAGES"]
@@ -474,7 +475,9 @@ def test_the_uniform_goal_curriculum_changes_only_the_goals_of_the_cpu_preset():
     ]
     assert {c.goal_distribution for c in configs[2:]} == {"uniform"}
     entropy = [script["stage_config"](s).train.ppo.entropy_coef for s in stages]
-    assert entropy == [0.0, 0.0, 0.0, 0.003, 0.003]
+    assert entropy == [0.0, 0.0, 0.0, 0.003, 0.0]
+    parents = [script["parent"](i) for i in range(len(stages))]
+    assert parents == [None, "1-turn", "2-wider", "3-uniform-a", "3-uniform-a"]
     assert sum(s.env_steps for s in stages) / script["HOUR"] <= 9  # with the preset's hour: 10
     assert run.read_config(script["SHIPPED"]) == config_lib.override(
         cpu, ["total_env_steps=40000000", "checkpoints_to_keep=1000"]
