@@ -5,12 +5,11 @@
 
 Each stage is a run of the `cpu` preset (locked wrist, Dense 256 + LSTM 128, every
 randomization) with other goals, in RUNS_DIR/<stage>, that starts from the networks of
-an earlier stage (`dexjax train --init-from`): the one before it, unless it names
-another. The first stage run starts from --from, by default the shipped `cpu` policy
-(counterclockwise turns about vertical); with --first-stage, --from is a run or saved
-policy of the stage that one starts from. The command is resumable: a finished stage is
-skipped, an interrupted one resumed from its checkpoint (Ctrl-C or SIGTERM checkpoints
-the update in flight).
+the stage it names (`dexjax train --init-from`). The first stage run starts from --from,
+by default the shipped `cpu` policy (counterclockwise turns about vertical); with
+--first-stage, --from is a run or saved policy of the stage that one starts from. The
+command is resumable: a finished stage is skipped, an interrupted one resumed from its
+checkpoint (Ctrl-C or SIGTERM checkpoints the update in flight).
 
 The stages, at ~2,000 env steps/s on 2 cores (the preset's own hour comes first), each
 short enough to run in one sitting and ship its policy (a later stage can start from it on
@@ -43,18 +42,18 @@ class Stage:
     name: str
     overrides: tuple[str, ...]
     env_steps: int
-    after: str | None = None  # the stage whose networks it starts from (default: the one before)
+    after: str | None  # the stage whose networks it starts from (None: --from)
 
 
 HOUR = config_lib.preset("cpu").total_env_steps  # the preset's run: an hour on 2 cores
 UNIFORM = ("env.goal_distribution=uniform",)
 EXPLORING = (*UNIFORM, "train.ppo.entropy_coef=0.003")
 STAGES = (
-    Stage("1-turn", ("env.goal_distribution=turn",), HOUR),
-    Stage("2-wider", ("env.goal_distribution=turn", "env.goal_turn=0.6,1.6"), HOUR),
-    Stage("3-uniform-a", UNIFORM, 2 * HOUR),
-    Stage("3-uniform-entropy", EXPLORING, 2 * HOUR),
-    Stage("3-uniform-b", UNIFORM, 2 * HOUR, after="3-uniform-a"),
+    Stage("1-turn", ("env.goal_distribution=turn",), HOUR, None),
+    Stage("2-wider", ("env.goal_distribution=turn", "env.goal_turn=0.6,1.6"), HOUR, "1-turn"),
+    Stage("3-uniform-a", UNIFORM, 2 * HOUR, "2-wider"),
+    Stage("3-uniform-entropy", EXPLORING, 2 * HOUR, "3-uniform-a"),
+    Stage("3-uniform-b", UNIFORM, 2 * HOUR, "3-uniform-a"),
 )
 SHIPPED = pathlib.Path(__file__).parent / "results" / "cpu_run"
 
@@ -68,13 +67,6 @@ def stage_config(stage: Stage) -> config_lib.RunConfig:
             "checkpoints_to_keep=1000",  # every 200k env steps, ~5 MB each: for curves
         ],
     )
-
-
-def parent(index: int) -> str | None:
-    """The name of the stage whose networks STAGES[index] starts from (None: --from)."""
-    if STAGES[index].after is not None:
-        return STAGES[index].after
-    return STAGES[index - 1].name if index > 0 else None
 
 
 def _finished(run_dir: pathlib.Path, config: config_lib.RunConfig) -> bool:
@@ -103,16 +95,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     first = names.index(args.first_stage)
-    networks = {parent(first): args.start}  # stage name -> directory of its networks
-    for index in range(first, len(STAGES)):
-        stage = STAGES[index]
-        source = networks.get(parent(index))
-        if source is None:
-            raise SystemExit(
-                f"{stage.name} starts from the networks of {parent(index)}, which this "
-                f"command did not run: use --first-stage {stage.name} --from "
-                f"<a {parent(index)} run or saved policy>"
-            )
+    networks = {STAGES[first].after: args.start}  # stage name -> directory of its networks
+    for stage in STAGES[first:]:
+        source = networks[stage.after]
         run_dir = args.runs_dir / stage.name
         config = stage_config(stage)
         try:

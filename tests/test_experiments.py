@@ -476,7 +476,7 @@ def test_the_uniform_goal_curriculum_changes_only_the_goals_of_the_cpu_preset():
     assert {c.goal_distribution for c in configs[2:]} == {"uniform"}
     entropy = [script["stage_config"](s).train.ppo.entropy_coef for s in stages]
     assert entropy == [0.0, 0.0, 0.0, 0.003, 0.0]
-    parents = [script["parent"](i) for i in range(len(stages))]
+    parents = [s.after for s in stages]
     assert parents == [None, "1-turn", "2-wider", "3-uniform-a", "3-uniform-a"]
     assert sum(s.env_steps for s in stages) / script["HOUR"] <= 9  # with the preset's hour: 10
     assert run.read_config(script["SHIPPED"]) == config_lib.override(
